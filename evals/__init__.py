@@ -1,0 +1,1 @@
+"""Evaluation on the benchmarks the four papers report."""

@@ -1,0 +1,3 @@
+"""vlmrepro's shared backend: types, models, rollouts, scoring, rewards, losses, data, trainer.
+
+It knows no paper; methods compose it (see ``methods/``)."""

@@ -1,0 +1,4 @@
+"""Rollout engines: ``generate(samples, sampling) -> Trajectories``."""
+from harness.rollout.base import RolloutEngine
+
+__all__ = ["RolloutEngine"]

@@ -1,0 +1,1 @@
+"""Published tables -> runs -> evaluation -> diffs and reports."""
