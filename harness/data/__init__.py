@@ -1,0 +1,1 @@
+"""Data: adapters from Hugging Face datasets to ``Sample`` and synthetic smoke generators."""

@@ -1,0 +1,19 @@
+"""Errors that point at the user's input: the file, the row and the field."""
+from __future__ import annotations
+
+from harness.config import ConfigError
+
+__all__ = ["ConfigError", "DataError"]
+
+
+class DataError(ValueError):
+    """A data row that cannot be used; the message names the source, row and field."""
+
+    def __init__(self, source: str, row: int | str | None, field: str | None, msg: str):
+        self.source, self.row, self.field = source, row, field
+        where = source
+        if row is not None:
+            where += f": row {row}"
+        if field:
+            where += f": field {field!r}"
+        super().__init__(f"{where}: {msg}")
