@@ -1,0 +1,162 @@
+"""Rollouts with transformers' ``generate`` (CPU tests, smoke runs, GPU without vLLM).
+
+Prompts are rendered by ``harness.scoring.render_prompt`` and batched with the scorer's own
+``collate`` (left padding, positions from the attention mask), ``batch_size`` prompts x ``n``
+samples per ``generate`` call.
+
+``old_logp`` is the log-probability of each sampled token under the model's *raw* distribution
+(temperature 1, no top-p), recorded during generation by a logits processor placed before the
+temperature / top-p warpers: it sees the unmodified logits of step ``t`` and, at step ``t + 1``,
+reads off the token that was chosen. Only one step's logits are held at a time (unlike
+``output_logits=True``, which keeps all of them). These values agree with
+``harness.scoring.token_logprobs`` on the same tokens (tested to 1e-4 in fp32).
+
+``traj.extras["rendered"]`` maps ``scoring.render_key(bundle, view)`` to the rendered prompt of
+each group (``input_ids``; ``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids`` with
+images), so scorers that render the same way reuse it instead of re-processing the images.
+"""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import (SuppressTokensLogitsProcessor, TemperatureLogitsWarper,
+                                                    TopPLogitsWarper)
+
+from harness.models import PolicyBundle
+from harness.scoring import View, _to_device, collate, render_key, render_prompt, token_id
+from harness.types import Sample, SamplingParams, Trajectories
+
+
+PLACEHOLDER_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+
+class _RawLogprobRecorder(LogitsProcessor):
+    """Records log p(chosen token) under the raw logits; must run before any warper."""
+
+    def __init__(self) -> None:
+        self.prev_logp: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def _take(self, chosen: torch.Tensor) -> None:
+        self.steps.append(self.prev_logp.gather(-1, chosen[:, None]).squeeze(-1))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prev_logp is not None:
+            self._take(input_ids[:, -1])
+        self.prev_logp = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        """(rows, steps) log-probs, given the tokens chosen at the last step."""
+        if self.prev_logp is not None:
+            self._take(last_tokens)
+            self.prev_logp = None
+        return torch.stack(self.steps, dim=1) if self.steps else torch.zeros((last_tokens.shape[0], 0))
+
+
+def placeholder_token_ids(tokenizer) -> list[int]:
+    """Ids of the multimodal placeholder tokens the tokenizer defines (never valid in a response)."""
+    return [i for i in (token_id(tokenizer, t) for t in PLACEHOLDER_TOKENS) if i is not None]
+
+
+def response_mask_until_eos(response: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
+    """1 on generated tokens up to and including the first EOS of each row, 0 after it."""
+    is_eos = torch.isin(response, torch.tensor(eos_ids, device=response.device))
+    after = (is_eos.long().cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
+    return (~after).long()
+
+
+class HFRolloutEngine:
+    """``RolloutEngine`` over ``model.generate``; ``batch_size`` is prompts per call (x ``n`` rows)."""
+
+    def __init__(self, bundle: PolicyBundle, batch_size: int = 8, *, view: View = "full",
+                 progress: bool = True) -> None:
+        self.bundle = bundle
+        self.batch_size = batch_size
+        self.view = view
+        self.progress = progress
+
+    def sync_weights(self, model: object) -> None:
+        """Sample from ``model``'s weights: shares the object when it is the bundle's model, else copies."""
+        model = getattr(model, "module", model)  # DDP / DeepSpeed wrappers
+        if model is not self.bundle.model:
+            self.bundle.model.load_state_dict(model.state_dict())  # type: ignore[attr-defined]
+
+    def _generation_config(self, sampling: SamplingParams) -> tuple[GenerationConfig, LogitsProcessorList,
+                                                                     _RawLogprobRecorder]:
+        b = self.bundle
+        # temperature / top_p are applied by our own warpers after the recorder, so HF adds none.
+        config = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens, do_sample=sampling.temperature > 0,
+            temperature=1.0, top_p=1.0, top_k=0 if sampling.temperature > 0 else None,
+            repetition_penalty=1.0, num_beams=1,
+            eos_token_id=b.eos_token_ids, pad_token_id=b.pad_token_id,
+            bos_token_id=b.tokenizer.bos_token_id, use_cache=True,
+        )
+        recorder = _RawLogprobRecorder()
+        processors = LogitsProcessorList([recorder])
+        banned = placeholder_token_ids(b.tokenizer)
+        if banned:
+            processors.append(SuppressTokensLogitsProcessor(banned, device=str(b.device)))
+        if sampling.temperature > 0:
+            if sampling.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_p < 1.0:
+                processors.append(TopPLogitsWarper(sampling.top_p))
+        return config, processors, recorder
+
+    @torch.no_grad()
+    def _generate_rows(self, contexts: list[dict], sampling: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """Responses (rows, L) and their raw log-probs (rows, L) for left-padded ``contexts``."""
+        model = self.bundle.model
+        batch, ctx_len = collate(self.bundle, contexts)
+        batch = _to_device(batch, self.bundle)
+        batch.pop("position_ids", None)  # generate derives positions from the attention mask
+        config, processors, recorder = self._generation_config(sampling)
+        saved = model.generation_config
+        model.generation_config = GenerationConfig()  # the checkpoint's defaults must not leak in
+        try:
+            out = model.generate(**batch, generation_config=config, logits_processor=processors)
+        finally:
+            model.generation_config = saved
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        response = sequences[:, ctx_len:].cpu()
+        logp = recorder.finish(sequences[:, -1]).cpu()
+        return response, logp
+
+    def generate(self, samples: list[Sample], sampling: SamplingParams) -> Trajectories:
+        b, n = self.bundle, sampling.n
+        contexts = [render_prompt(b, s, self.view) for s in samples]
+        responses, logps = [], []
+        chunks = range(0, len(samples), self.batch_size)
+        bar = tqdm(chunks, desc="rollout", unit="batch", disable=not self.progress or len(chunks) <= 1)
+        for k, start in enumerate(bar):
+            rows = [c for c in contexts[start:start + self.batch_size] for _ in range(n)]
+            with torch.random.fork_rng(devices=[]):
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed + k)
+                resp, logp = self._generate_rows(rows, sampling)
+            responses.append(resp)
+            logps.append(logp)
+        return self._assemble(samples, contexts, responses, logps, n)
+
+    def _assemble(self, samples: list[Sample], contexts: list[dict], responses: list[torch.Tensor],
+                  logps: list[torch.Tensor], n: int) -> Trajectories:
+        b = self.bundle
+        pad = b.pad_token_id
+        t_len = max((r.shape[1] for r in responses), default=0)
+        response = torch.cat([torch.nn.functional.pad(r, (0, t_len - r.shape[1]), value=pad) for r in responses])
+        old_logp = torch.cat([torch.nn.functional.pad(x, (0, t_len - x.shape[1])) for x in logps])
+        mask = response_mask_until_eos(response, b.eos_token_ids)
+        response = torch.where(mask.bool(), response, torch.full_like(response, pad))
+        old_logp = old_logp * mask
+        prompts, _ = collate(b, [c for c in contexts for _ in range(n)])
+        texts = [b.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True) for r, m in zip(response, mask)]
+        key = render_key(b, self.view)
+        return Trajectories(
+            samples=list(samples), prompt_ids=prompts["input_ids"], prompt_mask=prompts["attention_mask"],
+            response_ids=response, response_mask=mask, old_logp=old_logp.float(),
+            group_ids=torch.arange(len(samples)).repeat_interleave(n), texts=texts,
+            extras={"rendered": {key: contexts} if key is not None else {}},
+        )

@@ -1,0 +1,270 @@
+"""Per-token log-probabilities (and hidden states) of any model on (context, response) pairs.
+
+A *view* decides the context a scorer sees for a sample:
+  "full"       the multimodal prompt (images + text), as the policy saw it;
+  "text_only"  images and their placeholders removed (what a text-only teacher sees);
+  "hint"       ``sample.hint`` prepended to the prompt (privileged context, PTD-PO);
+  a callable   ``Sample -> Sample``, any other transformation;
+  names joined by "+" apply left to right ("text_only+hint": a text teacher with the hint).
+The context is rendered with the *scorer's* tokenizer, chat template and image processor; the
+response token ids of the trajectories are appended unchanged, so row ``b``, column ``t`` of every
+scorer's output refers to the same token ``traj.response_ids[b, t]``.
+
+Layout of a scoring batch: contexts left-padded to a common length ``P``, responses right-padded
+after them — ``[pad.. context | response ..pad]`` — exactly the layout ``generate`` sees, so the
+hidden state at column ``P - 1 + t`` predicts response token ``t``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+from typing import Any, Callable, Union
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from harness.models import PolicyBundle
+from harness.types import Sample, Trajectories
+
+View = Union[str, Callable[[Sample], Sample]]
+VIEWS = ("full", "text_only", "hint")
+HINT_TEMPLATE = "Hint: {hint}\n\n{prompt}"
+
+
+def apply_view(sample: Sample, view: View) -> Sample:
+    """The sample as the scorer should see it (a new Sample; the input is not modified)."""
+    if callable(view):
+        return view(sample)
+    if isinstance(view, str) and "+" in view:
+        for part in view.split("+"):
+            sample = apply_view(sample, part.strip())
+        return sample
+    if view == "full":
+        return sample
+    if view == "text_only":
+        return dataclasses.replace(sample, images=[])
+    if view == "hint":
+        if not sample.hint:
+            return sample
+        return dataclasses.replace(sample, prompt=HINT_TEMPLATE.format(hint=sample.hint, prompt=sample.prompt))
+    raise ValueError(f"unknown view {view!r}; known: {', '.join(VIEWS)} or a callable Sample -> Sample")
+
+
+def chat_messages(sample: Sample) -> list[dict]:
+    """Qwen-style messages: optional system turn, then one user turn with the images before the text."""
+    messages = []
+    if sample.system:
+        messages.append({"role": "system", "content": sample.system})
+    if sample.images:
+        content: Any = [{"type": "image"} for _ in sample.images] + [{"type": "text", "text": sample.prompt}]
+    else:
+        content = sample.prompt
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+def render_prompt(bundle: PolicyBundle, sample: Sample, view: View = "full") -> dict[str, torch.Tensor]:
+    """Tokenise ``sample`` under ``view`` with ``bundle``'s chat template (generation prompt added).
+
+    Returns 1-D ``input_ids``; with images also ``pixel_values``, ``image_grid_thw`` and
+    ``mm_token_type_ids`` (1 on image tokens). Each ``<|image_pad|>`` is expanded to
+    ``t*h*w / merge**2`` tokens, as the Qwen-VL processors do.
+    """
+    s = apply_view(sample, view)
+    tok = bundle.tokenizer
+    if s.images and not bundle.is_vlm:
+        raise ValueError(f"sample {s.id!r} has images but {bundle.path!r} is a text-only model; "
+                         "score it with view='text_only'")
+    text = tok.apply_chat_template(chat_messages(s), tokenize=False, add_generation_prompt=True)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    out: dict[str, torch.Tensor] = {}
+    if s.images:
+        pad_id = tok.convert_tokens_to_ids("<|image_pad|>")
+        n_pads = sum(1 for i in ids if i == pad_id)
+        if n_pads != len(s.images):
+            raise ValueError(f"sample {s.id!r}: chat template of {bundle.path!r} produced {n_pads} "
+                             f"<|image_pad|> placeholders for {len(s.images)} images")
+        proc = bundle.processor(images=s.images, return_tensors="pt")
+        grid = proc["image_grid_thw"]
+        merge = int(getattr(bundle.processor, "merge_size", 2))
+        counts = iter((grid.prod(-1) // merge**2).tolist())
+        expanded: list[int] = []
+        for i in ids:
+            expanded.extend([pad_id] * next(counts) if i == pad_id else [i])
+        ids = expanded
+        out["pixel_values"] = proc["pixel_values"]
+        out["image_grid_thw"] = grid
+        out["mm_token_type_ids"] = torch.tensor([1 if i == pad_id else 0 for i in ids], dtype=torch.long)
+    out["input_ids"] = torch.tensor(ids, dtype=torch.long)
+    return out
+
+
+def token_id(tokenizer: Any, token: str) -> int | None:
+    """The id of ``token`` in ``tokenizer``'s vocabulary, or None when it has no such token."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    return tid if isinstance(tid, int) and tid != tokenizer.unk_token_id else None
+
+
+def render_key(bundle: PolicyBundle, view: View) -> str | None:
+    """Identifies what ``render_prompt(bundle, ., view)`` produces (None for a callable view)."""
+    if callable(view):
+        return None
+    tok = bundle.tokenizer
+    parts = [str(view), type(tok).__name__, str(len(tok)), str(tok.chat_template),
+             bundle.processor.to_json_string() if bundle.processor is not None else "-"]
+    return hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:16]
+
+
+def rendered_contexts(bundle: PolicyBundle, traj: Trajectories, view: View) -> list[dict[str, torch.Tensor]]:
+    """One rendered context per group, reusing what the rollout (or an earlier call) stored in extras."""
+    key = render_key(bundle, view)
+    cache = traj.extras.setdefault("rendered", {})
+    if key is not None and key in cache:
+        return cache[key]
+    groups = [render_prompt(bundle, s, view) for s in traj.samples]
+    if key is not None:
+        cache[key] = groups
+    return groups
+
+
+def collate(bundle: PolicyBundle, contexts: list[dict[str, torch.Tensor]],
+            responses: torch.Tensor | None = None, response_mask: torch.Tensor | None = None
+            ) -> tuple[dict[str, Any], int]:
+    """Model inputs for rows ``[pad.. context | response ..pad]`` (see the module docstring), and
+    the padded context length ``P``.
+
+    Text-only batches get explicit ``position_ids`` (cumulative over the attention mask) so left
+    padding does not shift positions; with images the Qwen-VL models compute their 3-D M-RoPE
+    positions from ``attention_mask`` and ``mm_token_type_ids`` themselves.
+    """
+    rows = len(contexts)
+    ctx_len = max(int(c["input_ids"].numel()) for c in contexts)
+    t_len = 0 if responses is None else int(responses.shape[1])
+    pad = bundle.pad_token_id
+    input_ids = torch.full((rows, ctx_len + t_len), pad, dtype=torch.long)
+    attention = torch.zeros((rows, ctx_len + t_len), dtype=torch.long)
+    mm_types = torch.zeros((rows, ctx_len + t_len), dtype=torch.long)
+    for r, c in enumerate(contexts):
+        n = int(c["input_ids"].numel())
+        input_ids[r, ctx_len - n:ctx_len] = c["input_ids"]
+        attention[r, ctx_len - n:ctx_len] = 1
+        if "mm_token_type_ids" in c:
+            mm_types[r, ctx_len - n:ctx_len] = c["mm_token_type_ids"]
+    if responses is not None:
+        mask = response_mask.to(torch.long)
+        input_ids[:, ctx_len:] = torch.where(mask.bool(), responses, torch.full_like(responses, pad))
+        attention[:, ctx_len:] = mask
+    batch: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention}
+    with_images = [c for c in contexts if "pixel_values" in c]
+    if with_images:
+        batch["pixel_values"] = torch.cat([c["pixel_values"] for c in with_images])
+        batch["image_grid_thw"] = torch.cat([c["image_grid_thw"] for c in with_images])
+        if _accepts(bundle.model, "mm_token_type_ids"):
+            batch["mm_token_type_ids"] = mm_types
+    else:
+        batch["position_ids"] = (attention.cumsum(-1) - 1).clamp(min=0)
+    return batch, ctx_len
+
+
+def _accepts(model: torch.nn.Module, arg: str) -> bool:
+    return arg in inspect.signature(model.forward).parameters
+
+
+def _to_device(batch: dict[str, Any], bundle: PolicyBundle) -> dict[str, Any]:
+    device = bundle.device
+    dtype = next(bundle.model.parameters()).dtype
+    out = {}
+    for k, v in batch.items():
+        if k == "pixel_values":
+            out[k] = v.to(device=device, dtype=dtype)
+        else:
+            out[k] = v.to(device)
+    return out
+
+
+def _base_model(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, model.base_model_prefix)
+
+
+def _check_no_placeholders(bundle: PolicyBundle, responses: torch.Tensor, mask: torch.Tensor) -> None:
+    """A VLM's forward matches image features to placeholder tokens: they cannot occur in a response."""
+    for name in ("<|image_pad|>", "<|video_pad|>"):
+        if (tid := token_id(bundle.tokenizer, name)) is not None:
+            hits = ((responses == tid) & mask.bool()).nonzero()
+            if len(hits):
+                raise ValueError(f"response row {int(hits[0, 0])} contains {name} at position {int(hits[0, 1])}; "
+                                 "a VLM cannot score it (rollout engines must suppress placeholder tokens)")
+
+
+def _forward_hidden(bundle: PolicyBundle, contexts: list[dict], responses: torch.Tensor,
+                    response_mask: torch.Tensor) -> torch.Tensor:
+    """Final (normed) hidden states at the columns predicting each response token: (B, T, H)."""
+    if bundle.is_vlm:
+        _check_no_placeholders(bundle, responses, response_mask)
+    batch, ctx_len = collate(bundle, contexts, responses, response_mask)
+    batch = _to_device(batch, bundle)
+    out = _base_model(bundle.model)(**batch, use_cache=False)
+    t_len = responses.shape[1]
+    return out.last_hidden_state[:, ctx_len - 1:ctx_len - 1 + t_len]
+
+
+def logprobs_from_hidden(hidden: torch.Tensor, lm_head: torch.nn.Module, ids: torch.Tensor,
+                         chunk_tokens: int = 1024, grad: bool = False) -> torch.Tensor:
+    """``log softmax(lm_head(hidden))[ids]`` in fp32, in token chunks (each chunk's logits are
+    recomputed in backward when ``grad``), so the (B*T, V) logits are never all in memory."""
+    b, t, h = hidden.shape
+    flat_h, flat_ids = hidden.reshape(b * t, h), ids.reshape(b * t).to(hidden.device)
+
+    def piece(hh: torch.Tensor, ii: torch.Tensor) -> torch.Tensor:
+        logits = lm_head(hh).float()
+        return logits.gather(-1, ii[:, None]).squeeze(-1) - logits.logsumexp(-1)
+
+    out = []
+    for start in range(0, b * t, chunk_tokens):
+        hh, ii = flat_h[start:start + chunk_tokens], flat_ids[start:start + chunk_tokens]
+        out.append(checkpoint(piece, hh, ii, use_reentrant=False) if grad and hh.requires_grad else piece(hh, ii))
+    return torch.cat(out).reshape(b, t) if out else hidden.new_zeros((b, t), dtype=torch.float32)
+
+
+def _row_groups(traj: Trajectories, micro_batch_size: int | None) -> list[list[int]]:
+    rows = list(range(len(traj)))
+    size = micro_batch_size or len(rows) or 1
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def token_logprobs(bundle: PolicyBundle, traj: Trajectories, view: View = "full", *, grad: bool = False,
+                   micro_batch_size: int | None = None) -> torch.Tensor:
+    """Log-probabilities ``(B, T)`` (fp32, 0 on padding) that ``bundle`` assigns to each response
+    token of ``traj`` given the context ``view`` builds, at temperature 1 (the raw distribution).
+
+    ``grad=True`` keeps the graph (the policy's loss); otherwise runs under ``torch.no_grad``.
+    Rows are processed ``micro_batch_size`` at a time (all at once when None).
+    """
+    contexts = rendered_contexts(bundle, traj, view)
+    lm_head = bundle.model.get_output_embeddings()
+    pieces = []
+    with torch.set_grad_enabled(grad):
+        for rows in _row_groups(traj, micro_batch_size):
+            resp, mask = traj.response_ids[rows], traj.response_mask[rows]
+            hidden = _forward_hidden(bundle, [contexts[int(traj.group_ids[r])] for r in rows], resp, mask)
+            logp = logprobs_from_hidden(hidden, lm_head, resp, grad=grad)
+            pieces.append(logp * mask.to(logp.device, logp.dtype))
+    return torch.cat(pieces)
+
+
+def response_hidden_states(bundle: PolicyBundle, traj: Trajectories, view: View = "full", *,
+                           grad: bool = False, micro_batch_size: int | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(hidden (B, T, H), lm_head weight (V, H))``: the final hidden state at the position that
+    predicts each response token (zeroed on padding), for the chunked full-vocabulary losses
+    (``logits = hidden @ weight.T``)."""
+    contexts = rendered_contexts(bundle, traj, view)
+    pieces = []
+    with torch.set_grad_enabled(grad):
+        for rows in _row_groups(traj, micro_batch_size):
+            resp, mask = traj.response_ids[rows], traj.response_mask[rows]
+            hidden = _forward_hidden(bundle, [contexts[int(traj.group_ids[r])] for r in rows], resp, mask)
+            pieces.append(hidden * mask.to(hidden.device, hidden.dtype)[..., None])
+    weight = bundle.model.get_output_embeddings().weight
+    return torch.cat(pieces), (weight if grad else weight.detach())
