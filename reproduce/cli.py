@@ -1,0 +1,150 @@
+"""``reproduce``: list the papers' tables, run one, rebuild its report, check for regressions.
+
+    reproduce list
+    reproduce TABLE --paper P [--profile smoke|paper] [--rows R1,R2] [--out DIR] [--dry-run]
+                    [--tolerance X] [--report-dir DIR]
+    reproduce report RUN_DIR [--tolerance X] [--report-dir DIR]
+    reproduce check REPORT.json --baseline OTHER.json --tolerance X
+
+``check`` exits 0 when no cell regressed, 1 when some did, 2 on unreadable input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+from reproduce.diff import DEFAULT_TOLERANCE, check_regressions
+
+
+def list_tables() -> str:
+    """Every paper and table: rows, columns, and how many rows are runnable in each profile."""
+    from tabulate import tabulate
+
+    from reproduce.plan import RUNNABLE, build_plan
+    from reproduce.published import list_papers, load_published
+    from reproduce.recipes import list_recipes, load_recipe
+
+    try:
+        from methods.registry import METHODS
+    except ImportError as e:  # the registry is another module's; say so rather than crash
+        METHODS = None
+        print(f"warning: methods.registry unavailable ({e}); runnability not shown", file=sys.stderr)
+    lines = []
+    for paper in sorted(set(list_papers()) | set(list_recipes())):
+        pub = load_published(paper) if paper in list_papers() else None
+        recipe = load_recipe(paper) if paper in list_recipes() else None
+        lines.append(f"\n{paper}: {pub.title if pub else '(no published tables)'}")
+        body = []
+        for t in (pub.tables if pub else []):
+            cols = ", ".join(c.key for c in t.columns)
+            if t.kind != "results":
+                body.append([t.id, t.kind, len(t.rows), cols, "-", "(hyper-parameters: recipe data)"])
+                continue
+            runnable = {}
+            if recipe is not None and METHODS is not None and t.id in {x.id for x in recipe.tables}:
+                for profile in ("smoke", "paper"):
+                    plan = build_plan(recipe, [t.id], profile, METHODS)
+                    rows = [r for r in plan.tables[t.id].rows if not r.derived]
+                    runnable[profile] = f"{sum(r.status == RUNNABLE for r in rows)}/{len(rows)}"
+                blocked = sorted({r.status for r in build_plan(recipe, [t.id], "smoke", METHODS).tables[t.id].rows
+                                  if r.status not in (RUNNABLE, "derived")})
+                what = f"smoke {runnable['smoke']}, paper {runnable['paper']}" + (
+                    f"; smoke blocked: {'; '.join(blocked)}" if blocked else "")
+            else:
+                what = "no recipe" if recipe is None or t.id not in {x.id for x in recipe.tables} else "?"
+            rows = ", ".join((r.group + "/" if r.group else "") + r.key for r in t.rows)
+            body.append([t.id, t.kind, len(t.rows), cols, rows, what])
+        lines.append(tabulate(body, headers=["table", "kind", "#rows", "columns", "rows", "runnable rows"],
+                              tablefmt="simple", maxcolwidths=[None, None, None, 40, 50, 50]))
+    return "\n".join(lines)
+
+
+def _table_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reproduce", description="Reproduce one table of a paper and diff it "
+                                "against the published numbers (other commands: list, report, check).")
+    p.add_argument("table", help="table id, e.g. table1")
+    p.add_argument("--paper", required=True, help="vold, reopold, vgs or ptdpo")
+    p.add_argument("--profile", default="smoke", choices=["smoke", "paper"])
+    p.add_argument("--rows", default=None, help="comma-separated row keys (default: all)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<paper>/<table>-<profile>)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="agreement tolerance, points")
+    p.add_argument("--report-dir", default=None, help="also write the three reports here")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed stage / evaluation")
+    return p
+
+
+def _copy_reports(paths: dict[str, Path], report_dir: Optional[str]) -> None:
+    if report_dir:
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        for p in paths.values():
+            shutil.copyfile(p, Path(report_dir) / p.name)
+            print(f"  {Path(report_dir) / p.name}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "list":
+        print(list_tables())
+        return 0
+    if argv and argv[0] == "report":
+        p = argparse.ArgumentParser(prog="reproduce report", description="Rebuild the reports of a run directory")
+        p.add_argument("run_dir")
+        p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
+        p.add_argument("--report-dir", default=None)
+        a = p.parse_args(argv[1:])
+        from reproduce.report import regenerate
+        try:
+            written = regenerate(Path(a.run_dir), tolerance=a.tolerance)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for paths in written:
+            for path in paths.values():
+                print(path)
+            _copy_reports(paths, a.report_dir)
+        return 0
+    if argv and argv[0] == "check":
+        p = argparse.ArgumentParser(prog="reproduce check",
+                                    description="Exit 1 when a cell regressed beyond tolerance against a baseline")
+        p.add_argument("report")
+        p.add_argument("--baseline", required=True)
+        p.add_argument("--tolerance", type=float, required=True)
+        a = p.parse_args(argv[1:])
+        try:
+            report = json.loads(Path(a.report).read_text())
+            baseline = json.loads(Path(a.baseline).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"error: cannot read report: {e}", file=sys.stderr)
+            return 2
+        if not isinstance(report, dict) or not isinstance(baseline, dict) or "cells" not in report:
+            print("error: not a reproduce report JSON (no 'cells')", file=sys.stderr)
+            return 2
+        problems = check_regressions(report, baseline, a.tolerance)
+        for line in problems:
+            print(f"REGRESSION {line}")
+        print(f"{len(problems)} regressed cell(s) of {len(baseline.get('cells', []))} in the baseline "
+              f"(tolerance {a.tolerance})")
+        return 1 if problems else 0
+    a = _table_parser().parse_args(argv)
+    from reproduce import run_table
+    rows = [r.strip() for r in a.rows.split(",") if r.strip()] if a.rows else None
+    result = run_table(a.paper, a.table, a.profile, a.out, rows=rows, dry_run=a.dry_run, tolerance=a.tolerance,
+                       fail_fast=a.fail_fast)
+    if a.dry_run:
+        print(result["plan_text"])
+        return 0
+    print(result["markdown"])
+    print("\nreports:")
+    for path in result["paths"].values():
+        print(f"  {path}")
+    _copy_reports(result["paths"], a.report_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,381 @@
+"""Recipes: how to obtain every row and column of a paper's published results tables.
+
+One YAML file a paper lives in ``reproduce/papers/<paper>.yaml``. Loading goes through
+:func:`harness.config.from_dict`, so an unknown key or a wrong type is a ``ConfigError`` naming
+the file and the dotted key. Layout::
+
+    paper: vold
+    smoke_model: qwen2_5_vl          # tiny architecture standing in for the student in smoke
+    checkpoints:                     # every hub id the recipe names, and what it is
+      Qwen/Qwen2.5-VL-3B-Instruct: {role: base, smoke: qwen2_5_vl}
+      Qwen/Qwen3-8B: {role: teacher, smoke: qwen3}
+      omlab/VLM-R1-Qwen2.5VL-3B-Math-0305: {role: published}   # another group's trained model
+    stages:                          # defined once; rows and tables share them
+      - id: sft_teacher_mot
+        method: sft                  # a key of methods.registry.METHODS
+        init: Qwen/Qwen2.5-VL-3B-Instruct    # a hub id of `checkpoints` or another stage's id
+        teacher: null                # hub id or stage id (frozen teacher), if the method has one
+        data: {paper: mot-teacher-8b, smoke: smoke-text-math}
+        config: {}                   # method settings both profiles share (beta, masking, ...)
+        paper: {lr: 5.0e-5, steps: 4000}    # the published scale (cite in `source`)
+        smoke: {steps: 2}            # smoke overrides over the method's smoke profile
+        source: "Table 4; §4.1"
+        compute: "32 A100 (App. A)"
+    evaluation:                      # evals.run settings per profile
+      smoke: {limit: 4, source: smoke}
+      paper: {source: hub}
+    tables:
+      - id: table1
+        columns:
+          - {key: mathvista, benchmark: mathvista, metric: accuracy, mode: greedy, k: 1}
+          - {key: avg, derived: true}        # computed from the published table's definition
+        rows:
+          - {key: qwen2_5_vl_3b, model: {hub: Qwen/Qwen2.5-VL-3B-Instruct}}
+          - {key: vold, model: {stages: [sft_teacher_mot, vold_rl]}}
+          - {key: gain, derived: true}       # a delta row of the published table
+
+Smoke profile and hub checkpoints. A row ``model: {hub: X}`` is evaluated as-is. In the smoke
+profile, a ``base`` checkpoint with a ``smoke`` architecture is replaced by the tiny random model
+of that same architecture (``harness.models.smoke_model_path``): that is what training starts from
+in smoke too, so the row is the honest "before" of the trained rows, labelled as a smoke stand-in.
+A ``published`` checkpoint (another group's trained model) has no stand-in: in smoke its row is
+reported as "needs <hub id> (paper profile)" and every cell as not run.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from harness.config import ConfigError, load_config, merge
+
+PAPERS_DIR = Path(__file__).resolve().parent / "papers"
+PROFILES = ("smoke", "paper")
+SmokeKind = Literal["qwen2_5_vl", "qwen3", "qwen3_vl"]
+_ID = re.compile(r"^[a-z0-9][a-z0-9_@.]*$")
+
+
+@dataclass
+class Checkpoint:
+    """A model on the hub. ``base``/``teacher`` have a smoke stand-in; ``published`` has none."""
+    role: Literal["base", "teacher", "published"]
+    smoke: Optional[SmokeKind] = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.role == "published" and self.smoke is not None:
+            raise ValueError("a published checkpoint has no smoke stand-in (smoke: null)")
+        if self.role != "published" and self.smoke is None:
+            raise ValueError(f"a {self.role} checkpoint needs `smoke:` (the tiny architecture standing in for it)")
+
+
+@dataclass
+class PerProfile:
+    """A value that differs between profiles (e.g. the training set)."""
+    paper: str
+    smoke: Optional[str] = None
+    """None: the method's own smoke-profile data set."""
+
+    def get(self, profile: str) -> Optional[str]:
+        return getattr(self, profile)
+
+
+@dataclass
+class Stage:
+    id: str
+    method: str
+    init: str
+    data: Union[str, PerProfile]
+    """A training-set name (harness.data.load_training_set) or one per profile."""
+    teacher: Optional[str] = None
+    config: dict[str, Any] = field(default_factory=dict)
+    paper: dict[str, Any] = field(default_factory=dict)
+    smoke: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    compute: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not _ID.match(self.id):
+            raise ValueError(f"stage id {self.id!r} is not snake_case")
+        for reserved in ("model", "data", "teacher"):
+            for part in ("config", "paper", "smoke"):
+                if reserved in getattr(self, part):
+                    raise ValueError(f"stage {self.id}: {part}.{reserved}: set it with the stage's own "
+                                     f"`init` / `data` / `teacher` keys")
+
+    def data_for(self, profile: str) -> Optional[str]:
+        return self.data if isinstance(self.data, str) else self.data.get(profile)
+
+    def overrides(self, profile: str) -> dict[str, Any]:
+        """The method settings of ``profile`` (without model / data / teacher)."""
+        return merge(dict(self.config), getattr(self, profile))
+
+
+@dataclass
+class ModelSpec:
+    """Exactly one of: a hub checkpoint, a chain of stages (the last one's output), or
+    ``missing``: the name of a method this project has no trainer for and no released checkpoint
+    of (a baseline such as PAPO); the row is reported as "not implemented (<missing>)"."""
+    hub: Optional[str] = None
+    stages: list[str] = field(default_factory=list)
+    missing: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if sum([self.hub is not None, bool(self.stages), self.missing is not None]) != 1:
+            raise ValueError("model: give exactly one of `hub`, `stages` or `missing`")
+
+
+@dataclass
+class ColumnRecipe:
+    key: str
+    benchmark: Optional[str] = None
+    metric: str = "accuracy"
+    """``accuracy`` (the summary's headline) or a sub-metric name of the summary's ``metrics``."""
+    mode: Literal["greedy", "sample"] = "greedy"
+    k: int = 1
+    temperature: float = 0.0
+    derived: bool = False
+    """An average / delta column: computed from the published table's definition, not evaluated."""
+    higher_is_better: bool = True
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.derived == (self.benchmark is not None):
+            raise ValueError(f"column {self.key}: give `benchmark` or `derived: true`, not both or neither")
+        if self.k < 1:
+            raise ValueError(f"column {self.key}: k must be >= 1")
+        if self.mode == "sample" and self.temperature <= 0:
+            raise ValueError(f"column {self.key}: mode sample needs temperature > 0")
+
+
+
+def eval_key(mode: str, k: int, temperature: float) -> str:
+    """Evaluations sharing this key share one evals.run call (same decoding)."""
+    t = f"-t{temperature:g}" if mode == "sample" else ""
+    return f"{mode}-k{k}{t}"
+
+
+@dataclass
+class RowRecipe:
+    key: str
+    group: str = ""
+    model: Optional[ModelSpec] = None
+    derived: bool = False
+    """A delta row of the published table: computed from two other rows' measurements."""
+    mode: Optional[Literal["greedy", "sample"]] = None
+    """Decoding of this row's evaluations when it differs from the columns' (e.g. Acc@16 rows)."""
+    k: Optional[int] = None
+    temperature: Optional[float] = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.derived == (self.model is not None):
+            raise ValueError(f"row {self.key}: give `model` or `derived: true`, not both or neither")
+        if self.mode == "sample" and not (self.temperature or 0) > 0:
+            raise ValueError(f"row {self.key}: mode sample needs temperature > 0")
+
+    def decoding(self, column: "ColumnRecipe") -> tuple[str, int, float]:
+        """(mode, k, temperature) of this row's evaluation for ``column``."""
+        return (self.mode or column.mode, self.k or column.k,
+                self.temperature if self.temperature is not None else column.temperature)
+
+
+@dataclass
+class TableRecipe:
+    id: str
+    columns: list[ColumnRecipe]
+    rows: list[RowRecipe]
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        keys = [c.key for c in self.columns]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{self.id}: duplicate column keys")
+        seen = set()
+        for r in self.rows:
+            if (r.group, r.key) in seen:
+                raise ValueError(f"{self.id}: duplicate row {r.group}/{r.key}")
+            seen.add((r.group, r.key))
+
+    def row(self, key: str, group: Optional[str] = None) -> RowRecipe:
+        found = [r for r in self.rows if r.key == key and (group is None or r.group == group)]
+        if len(found) != 1:
+            raise KeyError(f"{self.id}: row {key!r}{f' (group {group!r})' if group else ''}: "
+                           f"{'ambiguous' if found else 'unknown'} (rows: {[r.key for r in self.rows]})")
+        return found[0]
+
+    def column(self, key: str) -> ColumnRecipe:
+        for c in self.columns:
+            if c.key == key:
+                return c
+        raise KeyError(f"{self.id}: no column {key!r}")
+
+
+@dataclass
+class EvalSettings:
+    limit: Optional[int] = None
+    source: str = "hub"
+    engine: str = "hf"
+    batch_size: int = 8
+    judge_url: Optional[str] = None
+
+
+@dataclass
+class Recipe:
+    paper: str
+    tables: list[TableRecipe]
+    smoke_model: SmokeKind = "qwen2_5_vl"
+    published: str = ""
+    checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
+    stages: list[Stage] = field(default_factory=list)
+    evaluation: dict[str, EvalSettings] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.published:
+            self.published = self.paper
+        ids = [s.id for s in self.stages]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate stage ids {dup}")
+        for p in self.evaluation:
+            if p not in PROFILES:
+                raise ValueError(f"evaluation.{p}: unknown profile (profiles: {list(PROFILES)})")
+        tids = [t.id for t in self.tables]
+        if len(set(tids)) != len(tids):
+            raise ValueError("duplicate table ids")
+        by_id = {s.id: s for s in self.stages}
+
+        def model_ref(where: str, ref: Optional[str]) -> None:
+            if ref is None or ref in by_id:
+                return
+            if ref not in self.checkpoints:
+                raise ValueError(f"{where}: {ref!r} is neither a stage id nor a hub id listed in `checkpoints`")
+
+        for s in self.stages:
+            model_ref(f"stage {s.id}: init", s.init)
+            model_ref(f"stage {s.id}: teacher", s.teacher)
+            if s.init in self.checkpoints and self.checkpoints[s.init].role == "published":
+                pass  # training from another group's checkpoint is allowed; smoke reports it as needed
+        # stage init chains must be acyclic
+        for s in self.stages:
+            seen, cur = [s.id], s
+            while cur.init in by_id:
+                cur = by_id[cur.init]
+                if cur.id in seen:
+                    raise ValueError(f"stage {s.id}: init chain has a cycle {seen + [cur.id]}")
+                seen.append(cur.id)
+        for t in self.tables:
+            for r in t.rows:
+                if r.model is None:
+                    continue
+                where = f"{t.id}: row {r.key}"
+                if r.model.hub is not None:
+                    model_ref(f"{where}: model.hub", r.model.hub)
+                    if r.model.hub in by_id:
+                        raise ValueError(f"{where}: model.hub {r.model.hub!r} is a stage id; use `stages:`")
+                for i, sid in enumerate(r.model.stages):
+                    if sid not in by_id:
+                        raise ValueError(f"{where}: unknown stage {sid!r} (stages: {ids})")
+                    if i > 0 and by_id[sid].init != r.model.stages[i - 1]:
+                        raise ValueError(f"{where}: stage {sid!r} starts from {by_id[sid].init!r}, "
+                                         f"not from the previous stage {r.model.stages[i - 1]!r}")
+                if r.model.stages and by_id[r.model.stages[0]].init in by_id:
+                    raise ValueError(f"{where}: the chain must start at a stage initialised from a hub "
+                                     f"checkpoint; {r.model.stages[0]!r} starts from stage "
+                                     f"{by_id[r.model.stages[0]].init!r}")
+
+    def stage(self, stage_id: str) -> Stage:
+        for s in self.stages:
+            if s.id == stage_id:
+                return s
+        raise KeyError(f"{self.paper}: no stage {stage_id!r} (stages: {[s.id for s in self.stages]})")
+
+    def table(self, table_id: str) -> TableRecipe:
+        for t in self.tables:
+            if t.id == table_id:
+                return t
+        raise KeyError(f"{self.paper}: no recipe for table {table_id!r} (tables: {[t.id for t in self.tables]})")
+
+    def eval_settings(self, profile: str) -> EvalSettings:
+        if profile in self.evaluation:
+            return self.evaluation[profile]
+        return EvalSettings(limit=4, source="smoke") if profile == "smoke" else EvalSettings()
+
+    def methods(self) -> set[str]:
+        return {s.method for s in self.stages}
+
+
+def list_recipes(directory: Path = PAPERS_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(directory).glob("*.yaml"))
+
+
+def load_recipe_file(path: Path | str) -> Recipe:
+    path = Path(path)
+    recipe = load_config(Recipe, path)
+    if recipe.paper != path.stem:
+        raise ConfigError(f"{path}: paper: {recipe.paper!r} differs from the file name {path.stem!r}")
+    return recipe
+
+
+def load_recipe(paper: str, directory: Path = PAPERS_DIR) -> Recipe:
+    path = Path(directory) / f"{paper}.yaml"
+    if not path.exists():
+        raise KeyError(f"no recipe for paper {paper!r} (known: {list_recipes(directory)})")
+    return load_recipe_file(path)
+
+
+def check_recipe(recipe: Recipe, published: Any, methods: Optional[dict[str, Any]] = None) -> list[str]:
+    """Problems between a recipe, its paper's published tables and the method registry.
+
+    Every results table of the paper needs a recipe table; every recipe row/column must exist in
+    the published table and vice versa; derived rows/columns must be derived there too; every
+    method named must exist in ``methods`` (``methods.registry.METHODS``) when given.
+    """
+    problems: list[str] = []
+    published_results = {t.id: t for t in published.tables if t.kind == "results"}
+    for tid in published_results:
+        if tid not in {t.id for t in recipe.tables}:
+            problems.append(f"{recipe.paper}: published results table {tid} has no recipe")
+    for t in recipe.tables:
+        pub = published_results.get(t.id)
+        if pub is None:
+            problems.append(f"{recipe.paper}: recipe table {t.id} is not a published results table "
+                            f"(published: {sorted(published_results)})")
+            continue
+        pcols = {c.key: c for c in pub.columns}
+        rcols = {c.key: c for c in t.columns}
+        derived_cols = {a.column for a in pub.all_averages()} | {c.key for c in pub.columns if c.delta}
+        for k in pcols.keys() - rcols.keys():
+            problems.append(f"{recipe.paper} {t.id}: published column {k} has no recipe column")
+        for k in rcols.keys() - pcols.keys():
+            problems.append(f"{recipe.paper} {t.id}: recipe column {k} is not in the published table")
+        for k in rcols.keys() & pcols.keys():
+            if rcols[k].derived != (k in derived_cols):
+                problems.append(f"{recipe.paper} {t.id}: column {k}: derived is {rcols[k].derived} in the "
+                                f"recipe but the published table {'derives' if k in derived_cols else 'prints'} it")
+        prows = {(r.group, r.key): r for r in pub.rows}
+        rrows = {(r.group, r.key): r for r in t.rows}
+        for g, k in prows.keys() - rrows.keys():
+            problems.append(f"{recipe.paper} {t.id}: published row {g + '/' if g else ''}{k} has no recipe row")
+        for g, k in rrows.keys() - prows.keys():
+            problems.append(f"{recipe.paper} {t.id}: recipe row {g + '/' if g else ''}{k} is not in the published table")
+        for gk in rrows.keys() & prows.keys():
+            if rrows[gk].derived != (prows[gk].delta is not None):
+                problems.append(f"{recipe.paper} {t.id}: row {gk[1]}: derived is {rrows[gk].derived} in the "
+                                f"recipe but not in the published table" if rrows[gk].derived else
+                                f"{recipe.paper} {t.id}: row {gk[1]} is a delta row in the published table: "
+                                f"mark it `derived: true`")
+    if methods is not None:
+        for s in recipe.stages:
+            if s.method not in methods:
+                problems.append(f"{recipe.paper}: stage {s.id}: method {s.method!r} is not in "
+                                f"methods.registry.METHODS ({sorted(methods)})")
+    return problems
+
+
+__all__ = ["Checkpoint", "ColumnRecipe", "EvalSettings", "ModelSpec", "PAPERS_DIR", "PROFILES", "PerProfile",
+           "Recipe", "RowRecipe", "Stage", "TableRecipe", "check_recipe", "eval_key", "list_recipes", "load_recipe",
+           "load_recipe_file"]
