@@ -1,0 +1,91 @@
+"""MathVista (Lu et al., 2024), testmini: multiple choice and free-form numeric questions on images.
+
+Scoring follows VLMEvalKit's rule-based path: multiple choice by option letter (or the option's
+text); integer / float answers as numbers, floats rounded to the row's ``precision`` (decimal
+places) before comparison, like MathVista's own ``normalize_extracted_answer``; list answers by
+math-verify. Sub-metrics: per question type, answer type, task and skill.
+"""
+from __future__ import annotations
+
+from harness.errors import DataError
+
+from evals.benchmarks.base import Benchmark
+from evals.benchmarks.common import choices_from_list
+from evals.fixtures import make_image
+
+
+class MathVista(Benchmark):
+    def __init__(self, name: str = "mathvista", question_types: tuple[str, ...] | None = None,
+                 tables: tuple[str, ...] = ("VOLD Tab.1-3,5: MathVista",
+                                            "REOPOLD visual table (§5.2): MathVista"), **kw):
+        super().__init__(
+            name=name, title="MathVista (testmini)", hf_id="AI4Math/MathVista", split="testmini",
+            size=1000 if question_types is None else None,
+            tables=tables,
+            scoring="choice letter / number at the row's precision / math-verify (lists)",
+            family="numeric", required=("pid", "question", "answer", "question_type", "answer_type"),
+            group_by=("question_type", "answer_type", "task", "skills"), **kw)
+        self.question_types = question_types
+
+    def to_sample(self, row, idx, source, split=None):
+        if self.question_types and row["question_type"] not in self.question_types:
+            return None
+        value = row.get("decoded_image")
+        img = self.image(value if value is not None else row.get("image"), source, idx, "decoded_image")
+        md = row.get("metadata") or {}
+        meta = {"question_type": row["question_type"], "answer_type": row["answer_type"],
+                "task": md.get("task"), "skills": md.get("skills"), "pid": row["pid"]}
+        if row["question_type"] == "multi_choice":
+            choices = choices_from_list(list(row.get("choices") or []))
+            if not choices:
+                raise DataError(source, idx, "choices", "multi_choice question without choices")
+            gold = [k for k, v in choices.items() if v == str(row["answer"]).strip()]
+            if not gold:
+                raise DataError(source, idx, "answer", f"{row['answer']!r} is not one of the choices")
+            return self.make_sample(row["pid"], row["question"], gold[0], images=[img], choices=choices,
+                                    answer_type="multiple_choice", meta={**meta, "family": "choice"})
+        atype, prec = row["answer_type"], row.get("precision")
+        if atype == "integer":
+            hint, family = "Answer with an integer.", "numeric"
+            meta["precision"] = 0
+        elif atype == "float":
+            p = int(prec) if prec is not None else 2
+            hint, family = f"Answer with a number with {p} decimal place(s).", "numeric"
+            meta["precision"] = p
+        else:
+            hint, family = "Answer with a Python list.", "math"
+        unit = row.get("unit")
+        if unit:
+            hint += f" (Unit: {unit})"
+        return self.make_sample(row["pid"], row["question"], row["answer"], images=[img],
+                                answer_type="numeric" if family == "numeric" else "free_form",
+                                meta={**meta, "family": family}, extra=hint)
+
+    def smoke_rows(self, n=2, seed=0):
+        rows = []
+        for i in range(n):
+            img = make_image(seed * 100 + i)
+            mc = i % 2 == 0
+            rows.append({
+                "pid": str(i + 1),
+                "question": "Which shape is largest?" if mc else "How many shapes are in the image?",
+                "image": f"images/{i + 1}.jpg",
+                "decoded_image": img,
+                "choices": ["circle", "square", "triangle"] if mc else None,
+                "unit": None,
+                "precision": None,
+                "answer": "square" if mc else str(i + 2),
+                "question_type": "multi_choice" if mc else "free_form",
+                "answer_type": "text" if mc else "integer",
+                "metadata": {"category": "math-targeted-vqa", "context": "synthetic scene",
+                             "grade": "elementary school", "img_height": 48, "img_width": 64,
+                             "language": "english", "skills": ["arithmetic reasoning"],
+                             "source": "smoke", "split": "testmini", "task": "figure question answering"},
+                "query": "",
+            })
+        return rows
+
+
+BENCHMARKS = [MathVista(), MathVista("mathvista_mc", question_types=("multi_choice",),
+                                     tables=("PTD-PO Tab.1,2,4: MathVista",),
+                                     notes="PTD-PO filters free-form MathVista questions out")]

@@ -1,0 +1,6 @@
+"""Minerva Math (Lewkowycz et al., 2022; 272 problems, ``math-ai/minervamath``). REOPOLD: Pass@1."""
+from evals.benchmarks.textmath import TextMath
+
+BENCHMARKS = [TextMath(
+    name="minerva_math", title="Minerva Math", hf_id="math-ai/minervamath", split="test", size=272,
+    tables=("REOPOLD math table (§4.3): Minerva",), question_field="question", answer_field="answer")]

@@ -1,0 +1,38 @@
+"""MMK12 (Meng et al., 2025), test split: K-12 maths / physics / chemistry / biology questions
+with images; multiple-choice rows (gold a letter) are scored by letter, the rest by math-verify.
+Sub-metric per subject."""
+from __future__ import annotations
+
+import re
+
+from evals.benchmarks.base import Benchmark
+from evals.benchmarks.common import parse_inline_options
+from evals.fixtures import make_image
+
+
+class MMK12(Benchmark):
+    def to_sample(self, row, idx, source, split=None):
+        img = self.image(row["image"], source, idx, "image")
+        answer = str(row["answer"]).strip()
+        meta = {"subject": row.get("subject")}
+        if re.fullmatch(r"[A-F]", answer):
+            choices = parse_inline_options(row["question"])
+            s = self.make_sample(str(row["id"]), row["question"], answer, images=[img],
+                                 answer_type="multiple_choice", instruction="choice",
+                                 meta={**meta, "family": "choice", "letters": list(choices or "ABCDEF")})
+            s.choices = choices or None
+            return s
+        return self.make_sample(str(row["id"]), row["question"], answer, images=[img], meta=meta)
+
+    def smoke_rows(self, n=2, seed=0):
+        return [{"id": seed * 100 + i, "subject": "math" if i % 2 else "physics", "image": make_image(seed * 100 + i),
+                 "question": ("What is the area of the square of side 3?" if i % 2 else
+                              "Which force is larger? A. F1 B. F2 C. equal D. cannot tell"),
+                 "answer": "9" if i % 2 else "C"} for i in range(n)]
+
+
+BENCHMARKS = [MMK12(
+    name="mmk12", title="MMK12 (test)", hf_id="FanqingM/MMK12", split="test", size=2000,
+    tables=("PTD-PO Tab.1,2,4,5: MMK12",), family="math", scoring="letter (MC rows) / math-verify",
+    required=("id", "image", "question", "answer"), group_by=("subject",),
+    sampling={"temperature": 1.0, "k": 8})]

@@ -1,0 +1,70 @@
+"""``evals`` command line: ``evals run ...`` and ``evals list``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tabulate import tabulate
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evals", description="Evaluate a model on the papers' benchmarks.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="evaluate a model")
+    r.add_argument("--model", required=True, help="local path, hub id, or smoke:<kind> (tiny smoke model)")
+    r.add_argument("--benchmarks", required=True, help="comma-separated names, a group name, or 'all'")
+    r.add_argument("--limit", type=int, default=None, help="first N samples (problem groups) per benchmark")
+    r.add_argument("--engine", default="hf", choices=["hf", "vllm"])
+    r.add_argument("--source", default="hub", help="hub | smoke | a local file or directory")
+    r.add_argument("--mode", default="greedy", choices=["greedy", "sample"])
+    r.add_argument("--k", type=int, default=1, help="samples per question (mode sample)")
+    r.add_argument("--temperature", type=float, default=None, help="default 0 (greedy) / 1.0 (sample)")
+    r.add_argument("--top-p", type=float, default=1.0)
+    r.add_argument("--max-new-tokens", type=int, default=1024)
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--system", default=None, help="system prompt: vgs | ptdpo | think | literal text")
+    r.add_argument("--judge", default=None, metavar="URL", help="OpenAI-compatible endpoint for LLM extraction")
+    r.add_argument("--judge-model", default="gpt-4o-mini")
+    r.add_argument("--judge-api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the judge's API key (if it needs one)")
+    r.add_argument("--out", default="eval_out", help="output directory (records, summaries)")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--dtype", default="float32")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-progress", action="store_true")
+    sub.add_parser("list", help="list the benchmarks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "list":
+        from evals.benchmarks import REGISTRY
+        rows = [(b.name, b.hf_id or "-", b.config or "", ",".join(b.splits) if len(b.splits) < 3
+                 else f"{b.splits[0]}..({len(b.splits)})", b.size or "?", b.headline) for b in REGISTRY.values()]
+        print(tabulate(rows, headers=["name", "hf_id", "config", "split", "size", "headline"]))
+        return 0
+    from evals.runner import run
+    temperature = args.temperature if args.temperature is not None else (1.0 if args.mode == "sample" else 0.0)
+    try:
+        summaries = run(args.model, args.benchmarks, out_dir=args.out, limit=args.limit, engine=args.engine,
+                        source=args.source, mode=args.mode, k=args.k, temperature=temperature, top_p=args.top_p,
+                        max_new_tokens=args.max_new_tokens, judge_url=args.judge, judge_model=args.judge_model,
+                        judge_api_key=os.environ.get(args.judge_api_key_env) if args.judge else None,
+                        batch_size=args.batch_size, system=args.system, seed=args.seed, device=args.device,
+                        dtype=args.dtype, progress=not args.no_progress)
+    except (KeyError, ValueError) as e:
+        print(f"evals: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    rows = [(name, s["n"], f"{s['accuracy']:.2f}", f"[{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}]",
+             s["headline"], f"{(s['metrics'].get(s['headline'], s['accuracy'])):.2f}")
+            for name, s in summaries.items()]
+    print(tabulate(rows, headers=["benchmark", "n", "accuracy", "95% CI", "headline", "value"]))
+    print(json.dumps({"out": str(args.out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

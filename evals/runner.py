@@ -1,0 +1,259 @@
+"""Run benchmarks: generate with a ``RolloutEngine``, score, append one JSON record per sample as
+it completes, and summarise with bootstrap confidence intervals.
+
+Layout of ``out_dir``::
+
+    <benchmark>/records.jsonl   one record per sample (id, prompt_hash, responses, extracted,
+                                correct, score, time_s, meta); appended and flushed per sample
+    <benchmark>/config.json     the settings the records were made with (a rerun must match)
+    <benchmark>/summary.json    {benchmark, model, source, n, accuracy, ci95, metrics, metric_ci95,
+                                extractor, mode, k, ...}; values in percent
+
+A rerun skips every sample whose id *and* prompt hash are already recorded, so an interrupted
+evaluation resumes where it stopped and a finished one is only re-summarised.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+from harness.rollout.base import RolloutEngine
+from harness.types import Sample, SamplingParams
+
+from evals import prompts
+from evals.benchmarks import get_benchmark, resolve_names
+from evals.benchmarks.base import Benchmark
+from evals.stats import bootstrap_ci, pass_at_k
+
+
+class EvalConfigError(ValueError):
+    """An output directory holds records made with different settings."""
+
+
+@dataclass
+class RunSettings:
+    model: str
+    source: str
+    mode: str
+    k: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    system: str | None
+    seed: int
+    extractor: str
+
+
+def prompt_hash(sample: Sample) -> str:
+    """sha256 over the system prompt, the user prompt and the images' pixels (first 16 hex)."""
+    h = hashlib.sha256()
+    h.update((sample.system or "").encode())
+    h.update(b"\x00")
+    h.update(sample.prompt.encode())
+    for img in sample.images:
+        h.update(f"{img.mode}{img.size}".encode())
+        h.update(img.tobytes())
+    return h.hexdigest()[:16]
+
+
+def read_records(path: Path) -> list[dict]:
+    """Records of a jsonl file; a truncated last line (a crash mid-write) is ignored."""
+    if not path.exists():
+        return []
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def make_engine(model: str, engine: str = "hf", *, batch_size: int = 8, device: str = "cpu",
+                dtype: str = "float32") -> RolloutEngine:
+    """A rollout engine for ``model`` (path, hub id, or ``smoke:<kind>`` for a tiny smoke model)."""
+    if model.startswith("smoke:"):
+        from harness.models import smoke_model_path
+        model = str(smoke_model_path(model.split(":", 1)[1]))
+    if engine == "hf":
+        from harness.models import load_model
+        from harness.rollout.hf import HFRolloutEngine
+        bundle = load_model(model, dtype=dtype, device=device, trainable=False)
+        return HFRolloutEngine(bundle, batch_size=batch_size)
+    if engine == "vllm":
+        try:
+            from harness.rollout.vllm import VLLMRolloutEngine  # type: ignore[import-not-found]
+        except ImportError as e:
+            raise ValueError(f"engine 'vllm' is not available here ({e})") from e
+        return VLLMRolloutEngine(model)  # type: ignore[call-arg]
+    raise ValueError(f"unknown engine {engine!r}; known: hf, vllm")
+
+
+def summarize(bench: Benchmark, records: list[dict], settings: RunSettings, n_resamples: int = 2000) -> dict:
+    units = bench.metric_units(records)
+    if settings.k > 1:
+        units[f"pass@{settings.k}"] = [pass_at_k(len(r["correct"]), sum(r["correct"]), settings.k)
+                                       for r in records]
+    metrics = {name: 100.0 * sum(v) / len(v) for name, v in units.items() if v}
+    metric_ci = {name: [100.0 * x for x in bootstrap_ci(v, n_resamples=n_resamples)]
+                 for name, v in units.items() if v}
+    extractors = sorted({r.get("extractor", settings.extractor) for r in records})
+    return {
+        "benchmark": bench.name, "model": settings.model, "source": settings.source,
+        "hf_id": bench.hf_id, "config": bench.config, "split": ",".join(bench.splits),
+        "revision": bench.revision(), "n": len(records),
+        "accuracy": metrics.get("accuracy", float("nan")),
+        "ci95": metric_ci.get("accuracy", [float("nan"), float("nan")]),
+        "headline": bench.headline, "metrics": metrics, "metric_ci95": metric_ci,
+        "extractor": extractors[0] if len(extractors) == 1 else extractors,
+        "mode": settings.mode, "k": settings.k, "temperature": settings.temperature, "top_p": settings.top_p,
+        "max_new_tokens": settings.max_new_tokens, "system": settings.system,
+    }
+
+
+def _check_settings(path: Path, settings: RunSettings) -> None:
+    cur = asdict(settings)
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = {k: (old.get(k), v) for k, v in cur.items() if old.get(k) != v}
+        if diff:
+            raise EvalConfigError(
+                f"{path.parent} holds records made with other settings "
+                f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
+                f"use another --out directory or delete it")
+    else:
+        path.write_text(json.dumps(cur, indent=2))
+
+
+def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: int | None = None,
+        engine: str | RolloutEngine = "hf", source: str | Path = "hub", mode: str = "greedy", k: int = 1,
+        temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 1024,
+        judge_url: str | None = None, judge_model: str = "gpt-4o-mini", judge_api_key: str | None = None,
+        batch_size: int = 8, system: str | None = None, seed: int = 0, device: str = "cpu",
+        dtype: str = "float32", smoke_n: int = 2, progress: bool = True,
+        on_record: Callable[[dict], None] | None = None) -> dict[str, dict]:
+    """Evaluate ``model`` on ``benchmarks``; returns {benchmark: summary} (also written to disk).
+
+    ``mode="greedy"`` is Acc@1 (temperature 0, k 1); ``mode="sample"`` draws ``k`` responses per
+    sample at ``temperature`` / ``top_p`` and reports Acc@k (mean accuracy over the draws, the
+    ``accuracy`` field) and pass@k. ``engine`` is ``"hf"``, ``"vllm"`` or a ready RolloutEngine
+    (the model is only loaded when some sample still needs generating). ``system`` is a system
+    prompt or a key of ``evals.prompts.SYSTEM_PROMPTS``. With ``judge_url`` an LLM extracts the
+    final answer (VLMEvalKit style); rule-based extraction is the default.
+    """
+    if mode == "greedy":
+        if k != 1:
+            raise ValueError("mode 'greedy' is Acc@1: k must be 1 (use mode 'sample' for k > 1)")
+        temperature = 0.0
+    elif mode == "sample":
+        if temperature <= 0:
+            raise ValueError("mode 'sample' needs a temperature > 0")
+    else:
+        raise ValueError(f"unknown mode {mode!r}; known: greedy, sample")
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    names = resolve_names(benchmarks)
+    system_text = prompts.resolve_system(system)
+    judge = None
+    if judge_url:
+        from evals.judge import Judge
+        judge = Judge(judge_url, model=judge_model, api_key=judge_api_key)
+    extractor = judge.name if judge else "rule"
+    out = Path(out_dir)
+    sampling = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    model_name = model if isinstance(model, str) else getattr(model, "path", repr(model))
+    settings = RunSettings(model=model_name, source=str(source), mode=mode, k=k, temperature=temperature,
+                           top_p=top_p, max_new_tokens=max_new_tokens, system=system_text, seed=seed,
+                           extractor=extractor)
+    engine_obj: RolloutEngine | None = engine if not isinstance(engine, str) else None
+    summaries: dict[str, dict] = {}
+    for name in names:
+        bench = get_benchmark(name)
+        bdir = out / name
+        bdir.mkdir(parents=True, exist_ok=True)
+        _check_settings(bdir / "config.json", settings)
+        samples = bench.load(source, limit, smoke_n=smoke_n)
+        for s in samples:
+            s.system = system_text
+        hashes = {s.id: prompt_hash(s) for s in samples}
+        rec_path = bdir / "records.jsonl"
+        done = {r["id"]: r for r in read_records(rec_path) if hashes.get(r["id"]) == r.get("prompt_hash")}
+        pending = [s for s in samples if s.id not in done]
+        if pending and engine_obj is None:
+            engine_obj = make_engine(model_name, str(engine), batch_size=batch_size, device=device, dtype=dtype)
+        bar = tqdm(total=len(samples), initial=len(samples) - len(pending), desc=name, disable=not progress,
+                   unit="sample")
+        _end_with_newline(rec_path)          # a crash mid-write leaves a cut-off last line
+        with open(rec_path, "a", encoding="utf-8") as f:
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start:start + batch_size]
+                t0 = time.perf_counter()
+                traj = engine_obj.generate(chunk, sampling)  # type: ignore[union-attr]
+                per_sample = (time.perf_counter() - t0) / len(chunk)
+                for g, sample in enumerate(chunk):
+                    responses = list(traj.texts[g * k:(g + 1) * k])
+                    record = score_sample(bench, sample, responses, judge=judge)
+                    record.update({"prompt_hash": hashes[sample.id], "time_s": round(per_sample, 4)})
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                    done[sample.id] = record
+                    if on_record:
+                        on_record(record)
+                    bar.update(1)
+        bar.close()
+        records = [done[s.id] for s in samples]
+        summary = summarize(bench, records, settings)
+        (bdir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        summaries[name] = summary
+    return summaries
+
+
+def score_sample(bench: Benchmark, sample: Sample, responses: list[str], judge: Any = None) -> dict:
+    """The record of one sample: each response scored, plus the sample-level mean."""
+    extracted, scores, correct, extractor = [], [], [], "rule"
+    for resp in responses:
+        if judge is not None:
+            ans, extractor = judge.extract(sample, resp)
+            res = (bench.score(sample, resp, ans, use_extracted=True) if extractor != "rule"
+                   else bench.score(sample, resp))
+        else:
+            res = bench.score(sample, resp)
+        extracted.append(res["extracted"])
+        scores.append(res["score"])
+        correct.append(res["correct"])
+    return {
+        "id": sample.id, "benchmark": bench.name, "answer": sample.answer,
+        "response": responses[0] if len(responses) == 1 else None,
+        "responses": responses if len(responses) > 1 else None,
+        "extracted": extracted if len(extracted) > 1 else extracted[0],
+        "scores": scores, "correct": correct, "score": sum(scores) / len(scores),
+        "extractor": extractor, "meta": {k: v for k, v in sample.meta.items() if _jsonable(v)},
+    }
+
+
+def _end_with_newline(path: Path) -> None:
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
