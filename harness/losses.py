@@ -1,0 +1,613 @@
+"""Loss primitives: pure tensor functions over per-token (B, T) tensors with a response mask.
+
+No model calls happen here; methods compose these functions (see ``methods/``). Notation
+follows ``shared/METHODS.md`` section 0. Papers cited in the docstrings:
+
+- [VOLD]    000, "VOLD": Eq. 2 (GRPO surrogate), Eq. 3 (KL term, k2 estimator), Eq. 1 (entropy).
+- [REOPOLD] 002: Eq. 4 (masked token mean), Eq. 8 (student entropy).
+- [PTD-PO]  004: Eq. 1 (group advantage), Eq. 3 (GRPO), Eq. 13 (JSD), Eqs. 14-17 (top-K JSD
+  with a tail bucket), App. D Eqs. 36, 38, 42 (logit gradients), Eqs. 59-63 (tail identity).
+- [DAPO]    Yu et al. 2025, asymmetric clip ("clip-higher"), token-level loss.
+- [Dr.GRPO] Liu et al. 2025, "Understanding R1-Zero-like training": unscaled advantages and
+  a constant (max-length) normaliser.
+- [Schulman 2020] "Approximating KL divergence" (k1, k2, k3).
+
+Full-vocabulary quantities (``full_kl``, ``jsd``, ``topk_jsd``, ``entropy``) take each side as
+logits ``(B, T, V)`` or as ``HiddenHead(hidden (B, T, H), weight (V, H))``. They are computed in
+chunks of valid tokens by a custom autograd function that keeps no ``N x V`` tensor between
+forward and backward: the backward pass recomputes each chunk's logits and applies the
+closed-form logit gradient, then maps it to ``hidden`` and ``weight``. Peak extra memory is
+O(chunk_size * V), independent of the number of tokens. The teacher side never gets a gradient.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal, NamedTuple, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "AGG_MODES",
+    "HiddenHead",
+    "LOSSES",
+    "agg_loss",
+    "entropy",
+    "full_kl",
+    "get_loss",
+    "group_advantages",
+    "jsd",
+    "kl_estimate",
+    "policy_loss",
+    "register_loss",
+    "topk_jsd",
+]
+
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
+
+# verl-style registry (verl/trainer/ppo/core_algos.py): name -> function.
+LOSSES: dict[str, Callable] = {}
+
+
+def register_loss(name: str) -> Callable[[Callable], Callable]:
+    """Decorator adding a function to ``LOSSES`` under ``name`` (names are unique)."""
+
+    def deco(fn: Callable) -> Callable:
+        if name in LOSSES and LOSSES[name] is not fn:
+            raise ValueError(f"loss {name!r} is already registered")
+        LOSSES[name] = fn
+        return fn
+
+    return deco
+
+
+def get_loss(name: str) -> Callable:
+    """The registered function called ``name``; the KeyError lists the known names."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise KeyError(f"unknown loss {name!r}; known: {sorted(LOSSES)}") from None
+
+
+# --------------------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------------------
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    """num / den, and 0 where den == 0 (then num is 0 too), with finite gradients."""
+    return num / torch.where(den > 0, den, torch.ones_like(den))
+
+
+def _as_tensor(x: Union[int, float, Tensor], like: Tensor) -> Tensor:
+    return torch.as_tensor(x, dtype=like.dtype, device=like.device)
+
+
+@register_loss("agg_loss")
+def agg_loss(
+    values: Tensor,
+    mask: Tensor,
+    agg: AggMode = "token-mean",
+    *,
+    global_tokens: Union[int, float, Tensor, None] = None,
+    global_seqs: Union[int, float, Tensor, None] = None,
+    max_len: Optional[int] = None,
+) -> Tensor:
+    """Reduce per-token ``values`` (B, T) to a scalar under ``mask`` (B, T) (0/1 or weights).
+
+    Modes (METHODS.md section 0; verl ``agg_loss``), with m the mask and N the number of
+    sequences that have at least one valid token (sum_t m > 0):
+
+    - ``token-mean``:  sum_{i,t} m x / sum_{i,t} m  ([DAPO] token-level loss; [PTD-PO] code;
+      with a weighted mask this is REOPOLD Eq. 4 / PTD-PO Eq. 11 "masked token mean").
+    - ``seq-mean-token-mean``:  (1/N) sum_i (sum_t m x / sum_t m)  ([PTD-PO] Eq. 3 as written).
+    - ``seq-mean-token-sum``:  (1/N) sum_i sum_t m x  ([VOLD] Eqs. 3-6 as written).
+    - ``seq-mean-token-sum-norm``:  (1/N) sum_i sum_t m x / max_len  ([Dr.GRPO]: a fixed
+      constant; ``max_len`` is required and never taken from the padded width T, so padding
+      cannot change the value). verl's mode of this name omits the 1/N; ours is its per-sequence mean.
+
+    Padding (m = 0) never contributes, even when ``values`` holds inf/NaN there, and sequences
+    with no valid token are not counted in N. An all-masked input gives 0 with zero gradient.
+
+    Global denominators (micro-batches / data parallelism). A loss computed per micro-batch with
+    *local* counts and then averaged is not the full-batch loss when micro-batches hold
+    different numbers of tokens (a known silent bug in RL frameworks: short-response
+    micro-batches get too much weight). Pass ``global_tokens`` (sum of m over the whole
+    mini-batch, all ranks) for ``token-mean`` and ``global_seqs`` (N over the whole mini-batch)
+    for the ``seq-mean-*`` modes: each piece is then divided by the global count, and the
+    **sum** of the pieces (over micro-batches and ranks) equals the full-batch value exactly.
+    Pieces must split along the batch (sequence) axis. Under DDP, whose all-reduce averages
+    gradients, multiply the piece by the world size. The argument a mode does not use is ignored.
+    """
+    if agg not in AGG_MODES:
+        raise ValueError(f"unknown agg {agg!r}; expected one of {AGG_MODES}")
+    if values.shape != mask.shape or values.dim() != 2:
+        raise ValueError(f"values {tuple(values.shape)} and mask {tuple(mask.shape)} must both be (B, T)")
+    m = mask.to(values.dtype)
+    x = torch.where(mask != 0, values, torch.zeros_like(values)) * m
+    if agg == "token-mean":
+        den = m.sum() if global_tokens is None else _as_tensor(global_tokens, x)
+        return _safe_div(x.sum(), den)
+    tokens_per_seq = m.sum(dim=-1)
+    if agg == "seq-mean-token-mean":
+        per_seq = _safe_div(x.sum(dim=-1), tokens_per_seq)
+    elif agg == "seq-mean-token-sum":
+        per_seq = x.sum(dim=-1)
+    else:
+        if max_len is None or max_len <= 0:
+            raise ValueError("agg='seq-mean-token-sum-norm' needs max_len > 0 (Dr.GRPO's constant normaliser)")
+        per_seq = x.sum(dim=-1) / max_len
+    den = (tokens_per_seq > 0).sum().to(x.dtype) if global_seqs is None else _as_tensor(global_seqs, x)
+    return _safe_div(per_seq.sum(), den)
+
+
+# --------------------------------------------------------------------------------------
+# Clipped surrogate
+# --------------------------------------------------------------------------------------
+
+
+@register_loss("policy_loss")
+def policy_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.3,
+    agg: AggMode = "token-mean",
+    *,
+    clip_ratio_c: Optional[float] = None,
+    global_tokens: Union[int, float, Tensor, None] = None,
+    global_seqs: Union[int, float, Tensor, None] = None,
+    max_len: Optional[int] = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped policy-gradient surrogate, to be minimised ([VOLD] Eq. 2 and [PTD-PO] Eq. 3 with a
+    token-level ratio; [DAPO] asymmetric clip; METHODS.md section 0):
+
+        rho = exp(logp - old_logp),   per token  l = -min(rho A, clip(rho, 1-clip_low, 1+clip_high) A)
+
+    then ``agg_loss(l, mask, agg, ...)``. ``advantages`` is (B,) (one per sequence, GRPO) or
+    (B, T) (per token, e.g. REOPOLD's clipped token reward). ``old_logp`` and ``advantages`` are
+    detached; the gradient flows through ``logp`` only. ``clip_ratio_c`` (> 1) turns on dual-clip
+    PPO (Ye et al. 2020; EasyR1 default 3.0): for A < 0 the loss is capped at -A * clip_ratio_c.
+    The log-ratio is clamped to [-20, 20] before exp (as verl does), so garbage never overflows.
+    Padding may hold any values: they are replaced by 0 before any arithmetic.
+
+    Returns ``(loss, stats)``; stats are detached 0-d tensors over the valid tokens of this call
+    (local, not global): ``clipfrac`` (tokens where the clipped branch is active),
+    ``clipfrac_low`` (A < 0 and rho < 1-clip_low), ``clipfrac_high`` (A > 0 and rho > 1+clip_high),
+    ``dual_clipfrac``, ``ratio_mean``, ``ratio_min``, ``ratio_max``, ``approx_kl``
+    (token mean of old_logp - logp, verl's ``ppo_kl``).
+    """
+    if not (0.0 <= clip_low < 1.0) or clip_high < 0.0:
+        raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {clip_high}")
+    if logp.shape != old_logp.shape or logp.shape != mask.shape or logp.dim() != 2:
+        raise ValueError(f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)}, mask {tuple(mask.shape)} must be (B, T)")
+    if advantages.dim() == 1:
+        if advantages.shape[0] != logp.shape[0]:
+            raise ValueError(f"advantages {tuple(advantages.shape)} does not match batch {logp.shape[0]}")
+        advantages = advantages[:, None].expand_as(logp)
+    elif advantages.shape != logp.shape:
+        raise ValueError(f"advantages {tuple(advantages.shape)} must be (B,) or {tuple(logp.shape)}")
+    valid = mask != 0
+    zero = torch.zeros_like(logp)
+    logp = torch.where(valid, logp, zero)
+    old_logp = torch.where(valid, old_logp.detach().to(logp.dtype), zero)
+    adv = torch.where(valid, advantages.detach().to(logp.dtype), zero)
+
+    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)
+    ratio = torch.exp(log_ratio)
+    unclipped = -adv * ratio
+    clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    per_token = torch.maximum(unclipped, clipped)
+    dual = torch.zeros_like(valid)
+    if clip_ratio_c is not None:
+        if clip_ratio_c <= 1.0:
+            raise ValueError(f"clip_ratio_c must be > 1, got {clip_ratio_c}")
+        cap = -adv * clip_ratio_c
+        dual = (adv < 0) & (per_token > cap) & valid
+        per_token = torch.where(adv < 0, torch.minimum(per_token, cap), per_token)
+    loss = agg_loss(per_token, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs, max_len=max_len)
+
+    with torch.no_grad():
+        n = valid.sum().clamp_min(1).to(logp.dtype)
+        v = valid.to(logp.dtype)
+        r = ratio.detach()
+        stats = {
+            "clipfrac": ((clipped > unclipped) & valid).sum() / n,
+            "clipfrac_low": ((adv < 0) & (r < 1.0 - clip_low) & valid).sum() / n,
+            "clipfrac_high": ((adv > 0) & (r > 1.0 + clip_high) & valid).sum() / n,
+            "dual_clipfrac": dual.sum() / n,
+            "ratio_mean": (r * v).sum() / n,
+            "ratio_min": torch.where(valid, r, torch.ones_like(r)).min(),
+            "ratio_max": torch.where(valid, r, torch.ones_like(r)).max(),
+            "approx_kl": ((old_logp - logp.detach()) * v).sum() / n,
+        }
+    return loss, stats
+
+
+# --------------------------------------------------------------------------------------
+# Advantages
+# --------------------------------------------------------------------------------------
+
+
+def _group_index(group_ids: Union[Tensor, Sequence], device: torch.device) -> Tensor:
+    if isinstance(group_ids, Tensor):
+        ids = group_ids.to(device)
+    else:  # any hashables, e.g. verl's uid strings
+        codes: dict = {}
+        ids = torch.tensor([codes.setdefault(g, len(codes)) for g in group_ids], device=device)
+    return torch.unique(ids, return_inverse=True)[1]
+
+
+@register_loss("group_advantages")
+def group_advantages(
+    rewards: Tensor,
+    group_ids: Union[Tensor, Sequence],
+    eps: float = 1e-6,
+    scale: bool = True,
+    unbiased: bool = True,
+) -> Tensor:
+    """GRPO group-normalised advantage ([PTD-PO] Eq. 1; [VOLD] Eq. 2; METHODS.md section 0):
+
+        A_i = (r_i - mean_g r) / (std_g r + eps)         (scale=True)
+        A_i =  r_i - mean_g r                            (scale=False: [Dr.GRPO] unscaled)
+
+    over the rows sharing a group id (the rollouts of one prompt). ``unbiased`` picks the
+    sample std (/(G-1), torch.std, verl/EasyR1's choice; default) or the population std (/G).
+    A group whose rewards are all equal gets exactly 0 (it carries no learning signal), and so
+    does a group of one (verl instead returns r for singletons). ``group_ids`` is a (B,) tensor or
+    a sequence of hashables. Computed in float64; returned in the rewards' float dtype
+    (float32 for integer/bool rewards). No gradient: rewards are data.
+    """
+    rewards = rewards.detach()
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be (B,), got {tuple(rewards.shape)}")
+    if len(group_ids) != rewards.shape[0]:
+        raise ValueError(f"group_ids has {len(group_ids)} entries for {rewards.shape[0]} rewards")
+    out_dtype = rewards.dtype if rewards.is_floating_point() else torch.float32
+    r = rewards.to(torch.float64)
+    inv = _group_index(group_ids, r.device)
+    n_groups = int(inv.max()) + 1 if inv.numel() else 0
+    zeros = torch.zeros(n_groups, dtype=r.dtype, device=r.device)
+    count = zeros.index_add(0, inv, torch.ones_like(r))
+    mean = zeros.index_add(0, inv, r) / count
+    centered = r - mean[inv]
+    rmax = zeros.scatter_reduce(0, inv, r, "amax", include_self=False)
+    rmin = zeros.scatter_reduce(0, inv, r, "amin", include_self=False)
+    constant = (rmax == rmin)[inv]
+    if scale:
+        ss = zeros.index_add(0, inv, centered**2)
+        dof = count - 1 if unbiased else count
+        std = torch.sqrt(ss / dof.clamp_min(1))[inv]
+        adv = centered / (std + eps)
+    else:
+        adv = centered
+    return torch.where(constant, torch.zeros_like(adv), adv).to(out_dtype)
+
+
+# --------------------------------------------------------------------------------------
+# Sampled-token KL estimators
+# --------------------------------------------------------------------------------------
+
+
+@register_loss("kl_estimate")
+def kl_estimate(
+    logp: Tensor,
+    ref_logp: Tensor,
+    kind: Literal["k1", "k2", "k3"] = "k3",
+    *,
+    mask: Optional[Tensor] = None,
+    clamp: Optional[float] = None,
+) -> Tensor:
+    """Per-token KL estimators on sampled tokens ([Schulman 2020]; METHODS.md section 0), with
+    d = logp - ref_logp on a token sampled from the policy:
+
+        k1 = d                 unbiased for KL(pi || ref), can be negative
+        k2 = 0.5 d^2           >= 0, biased; [VOLD] Eq. 3's estimator. Its gradient
+                               sum_y pi(y) grad k2(y) is exactly grad KL(pi || ref)
+        k3 = exp(-d) - 1 + d   >= 0, unbiased for KL(pi || ref) (verl "low_var_kl")
+
+    ``ref_logp`` (reference / teacher) is detached. ``mask`` zeroes padding *before* the
+    arithmetic (so garbage there cannot produce inf/NaN gradients); ``clamp`` optionally clamps
+    the result to [-clamp, clamp] (verl clamps k3 at 10). Returns (B, T) like ``logp``.
+    """
+    ref_logp = ref_logp.detach().to(logp.dtype)
+    d = logp - ref_logp
+    if mask is not None:
+        d = torch.where(mask != 0, d, torch.zeros_like(d))
+    if kind == "k1":
+        k = d
+    elif kind == "k2":
+        k = 0.5 * d.square()
+    elif kind == "k3":
+        k = torch.expm1(-d) + d
+    else:
+        raise ValueError(f"unknown KL estimator {kind!r}; expected 'k1', 'k2' or 'k3'")
+    if clamp is not None:
+        k = k.clamp(-clamp, clamp)
+    return k
+
+
+# --------------------------------------------------------------------------------------
+# Full-vocabulary quantities, chunked
+# --------------------------------------------------------------------------------------
+
+
+class HiddenHead(NamedTuple):
+    """One side of a full-vocabulary loss given as final hidden states and the lm_head weight:
+    logits = hidden @ weight.T, computed chunk by chunk, never for all tokens at once."""
+
+    hidden: Tensor  # (B, T, H)
+    weight: Tensor  # (V, H)
+
+
+Side = Union[Tensor, HiddenHead]
+# A kernel maps fp logits of a chunk, student zs (c, V) and teacher zt (c, V) or None, to the
+# per-token value (c,) and, when asked, d value / d zs (c, V).
+Kernel = Callable[[Tensor, Optional[Tensor], bool], tuple[Tensor, Optional[Tensor]]]
+
+
+
+def _compute_dtype(*ts: Optional[Tensor]) -> torch.dtype:
+    dt = torch.float32
+    for t in ts:
+        if t is not None and t.dtype == torch.float64:
+            dt = torch.float64
+    return dt
+
+
+def _chunk_logits(x: Tensor, w: Optional[Tensor], rows: Tensor, dtype: torch.dtype) -> Tensor:
+    """Logits of the given token rows: x[rows] if x holds logits, else x[rows] @ w.T.
+    The matmul runs in the inputs' dtype (bf16 stays bf16, like Liger); the result is upcast."""
+    xr = x.index_select(0, rows)
+    return (xr if w is None else xr @ w.t()).to(dtype)
+
+
+class _ChunkedTokenFn(torch.autograd.Function):
+    """Per-token values of ``kernel`` over the rows ``rows`` of the flattened student/teacher
+    inputs, chunk by chunk. Saves only the inputs; backward recomputes each chunk's logits
+    and maps the kernel's closed-form logit gradient onto the student's hidden and weight (or
+    logits). Teacher inputs get no gradient."""
+
+    @staticmethod
+    def forward(ctx, kernel: Kernel, chunk_size: int, rows: Tensor, s_x: Tensor, s_w: Optional[Tensor],
+                t_x: Optional[Tensor], t_w: Optional[Tensor]) -> Tensor:
+        dtype = _compute_dtype(s_x, s_w, t_x, t_w)
+        out = torch.empty(rows.numel(), dtype=dtype, device=s_x.device)
+        for start in range(0, rows.numel(), chunk_size):
+            r = rows[start:start + chunk_size]
+            zs = _chunk_logits(s_x, s_w, r, dtype)
+            zt = None if t_x is None else _chunk_logits(t_x, t_w, r, dtype)
+            out[start:start + r.numel()] = kernel(zs, zt, False)[0]
+        ctx.kernel, ctx.chunk_size, ctx.dtype = kernel, chunk_size, dtype
+        ctx.save_for_backward(rows, s_x, s_w, t_x, t_w)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        rows, s_x, s_w, t_x, t_w = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
+        grad_x = torch.zeros_like(s_x) if need_x else None
+        grad_w = torch.zeros(s_w.shape, dtype=ctx.dtype, device=s_w.device) if (need_w and s_w is not None) else None
+        if grad_x is None and grad_w is None:
+            return None, None, None, None, None, None, None
+        for start in range(0, rows.numel(), ctx.chunk_size):
+            r = rows[start:start + ctx.chunk_size]
+            zs = _chunk_logits(s_x, s_w, r, ctx.dtype)
+            zt = None if t_x is None else _chunk_logits(t_x, t_w, r, ctx.dtype)
+            dz = ctx.kernel(zs, zt, True)[1] * grad_out[start:start + r.numel(), None].to(ctx.dtype)
+            if s_w is None:
+                grad_x.index_add_(0, r, dz.to(grad_x.dtype))
+                continue
+            dz = dz.to(s_w.dtype)
+            if grad_x is not None:
+                grad_x.index_add_(0, r, dz @ s_w)
+            if grad_w is not None:
+                grad_w += (dz.t() @ s_x.index_select(0, r)).to(ctx.dtype)
+        if grad_w is not None:
+            grad_w = grad_w.to(s_w.dtype)
+        return None, None, None, grad_x, grad_w, None, None
+
+
+def _flatten(side: Side, name: str, detach: bool) -> tuple[Tensor, Optional[Tensor], int, tuple[int, int]]:
+    """(x (N, V or H), weight or None, V, (B, T)) of one side."""
+    if isinstance(side, HiddenHead):
+        h, w = side.hidden, side.weight
+        if h.dim() != 3 or w.dim() != 2 or h.shape[-1] != w.shape[1]:
+            raise ValueError(f"{name}: hidden {tuple(h.shape)} must be (B, T, H) and weight {tuple(w.shape)} (V, H)")
+        if detach:
+            h, w = h.detach(), w.detach()
+        return h.reshape(-1, h.shape[-1]), w, w.shape[0], (h.shape[0], h.shape[1])
+    if not isinstance(side, Tensor) or side.dim() != 3:
+        raise ValueError(f"{name}: expected logits (B, T, V) or HiddenHead(hidden, weight)")
+    x = side.detach() if detach else side
+    return x.reshape(-1, x.shape[-1]), None, x.shape[-1], (x.shape[0], x.shape[1])
+
+
+def _auto_chunk(vocab: int) -> int:
+    """Tokens per chunk so that one (chunk, V) fp32 buffer is about 32 MiB (a kernel keeps at
+    most ~5 such buffers alive)."""
+    return max(1, (1 << 23) // vocab)
+
+
+def _per_token(kernel: Kernel, student: Side, teacher: Optional[Side], mask: Tensor,
+               chunk_size: Optional[int]) -> Tensor:
+    s_x, s_w, v, bt = _flatten(student, "student", detach=False)
+    t_x = t_w = None
+    if teacher is not None:
+        t_x, t_w, tv, tbt = _flatten(teacher, "teacher", detach=True)
+        if tv != v or tbt != bt:
+            raise ValueError(f"student (B, T, V) = {(*bt, v)} and teacher {(*tbt, tv)} differ")
+    if tuple(mask.shape) != bt:
+        raise ValueError(f"mask {tuple(mask.shape)} must be (B, T) = {bt}")
+    chunk = chunk_size or _auto_chunk(v)
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    rows = (mask.reshape(-1) != 0).nonzero().squeeze(1).to(s_x.device)
+    vals = _ChunkedTokenFn.apply(kernel, chunk, rows, s_x, s_w, t_x, t_w)
+    out = torch.zeros(bt[0] * bt[1], dtype=vals.dtype, device=vals.device)
+    return out.index_put((rows,), vals).view(bt)
+
+
+def _log_softmax_(z: Tensor) -> Tensor:
+    """In-place log-softmax over the last dim (z is a fresh per-chunk buffer we own)."""
+    return z.sub_(torch.logsumexp(z, -1, keepdim=True))
+
+
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    """sum_v a[c, v] b[c, v] without a (c, V) temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
+# Kernels work in place on the chunk's logit buffers to keep few (c, V) buffers alive at once.
+
+def _kl_reverse_kernel(zs: Tensor, zt: Tensor, grad: bool):
+    lp, lq = _log_softmax_(zs), _log_softmax_(zt)
+    p = lp.exp()
+    neg_diff = lq.sub_(lp)  # log q - log p
+    val = -_rowdot(p, neg_diff)
+    if not grad:
+        return val, None
+    return val, neg_diff.add_(val[:, None]).mul_(p).neg_()  # p (log p - log q - KL): [PTD-PO] Eq. 38
+
+
+def _kl_forward_kernel(zs: Tensor, zt: Tensor, grad: bool):
+    lp, lq = _log_softmax_(zs), _log_softmax_(zt)
+    q = lq.exp()
+    val = _rowdot(q, lq.sub_(lp))
+    return val, (lp.exp_().sub_(q) if grad else None)  # p - q: [PTD-PO] Eq. 36
+
+
+def _entropy_kernel(zs: Tensor, zt: None, grad: bool):
+    lp = _log_softmax_(zs)
+    p = lp.exp()
+    val = -_rowdot(p, lp)
+    return val, (lp.add_(val[:, None]).mul_(p).neg_() if grad else None)  # -p (log p + H)
+
+
+def _jsd_kernel(k: Optional[int], support: str) -> Kernel:
+    """JSD(q, p) over the full vocabulary (k=None, [PTD-PO] Eq. 13) or over the compressed
+    distributions (S, tail) with S the top-k support ([PTD-PO] Eqs. 14-17). With
+    l_c = log(p_c / m_c) per category c (tail: log(p_tail / m_tail)), the logit gradient is
+    0.5 p_v (l_{c(v)} - E_{c~p~} l_c) ([PTD-PO] Eq. 42 in compressed coordinates, with every
+    v outside S mapped to the tail category)."""
+
+    def kernel(zs: Tensor, zt: Tensor, grad: bool):
+        in_s = None
+        if k is not None:
+            kk = min(k, zs.shape[-1])
+            in_s = torch.zeros_like(zs, dtype=torch.bool)
+            if support in ("union", "student"):
+                in_s.scatter_(1, zs.topk(kk, dim=-1).indices, True)
+            if support in ("union", "teacher"):
+                in_s.scatter_(1, zt.topk(kk, dim=-1).indices, True)
+        lp, lq = _log_softmax_(zs), _log_softmax_(zt)
+        p, q = lp.exp(), lq.exp()
+        tiny = torch.finfo(p.dtype).tiny
+        lm = torch.add(p, q).mul_(0.5).clamp_min_(tiny).log_()
+        ell_p, ell_q = lp.sub_(lm), lq.sub_(lm)  # log(p/m), log(q/m); 0 * finite where p or q is 0
+        del lm
+        if in_s is None:
+            val = 0.5 * (_rowdot(p, ell_p) + _rowdot(q, ell_q))
+            if not grad:
+                return val, None
+            return val, ell_p.sub_(_rowdot(p, ell_p)[:, None]).mul_(p).mul_(0.5)
+        out_s = in_s.logical_not_()
+        p_t = torch.where(out_s, p, 0.0).sum(-1)  # tail masses, summed (no 1 - sum cancellation)
+        q_t = torch.where(out_s, q, 0.0).sum(-1)
+        m_t = 0.5 * (p_t + q_t)
+        has_tail = m_t > 0
+        m_t = torch.where(has_tail, m_t, torch.ones_like(m_t))
+        ell_pt = torch.where(p_t > 0, torch.log(p_t.clamp_min(tiny) / m_t), torch.zeros_like(p_t))
+        ell_qt = torch.where(q_t > 0, torch.log(q_t.clamp_min(tiny) / m_t), torch.zeros_like(q_t))
+        ell_p.masked_fill_(out_s, 0.0)
+        ell_q.masked_fill_(out_s, 0.0)
+        e_p = _rowdot(p, ell_p) + p_t * ell_pt  # E_{c ~ p~} log(p~_c / m~_c)
+        val = 0.5 * (e_p + _rowdot(q, ell_q) + q_t * ell_qt)
+        if not grad:
+            return val, None
+        ell_p.add_(out_s.to(ell_p.dtype).mul_(ell_pt[:, None]))  # tail tokens take the tail's l
+        return val, ell_p.sub_(e_p[:, None]).mul_(p).mul_(0.5)
+
+    return kernel
+
+
+@register_loss("full_kl")
+def full_kl(
+    student: Side,
+    teacher: Side,
+    mask: Tensor,
+    direction: Literal["reverse", "forward"] = "reverse",
+    chunk_size: Optional[int] = None,
+) -> Tensor:
+    """Per-token full-vocabulary KL between the student p = softmax(z_s) and the detached
+    teacher q = softmax(z_t), (B, T), 0 on padding; aggregate with ``agg_loss``.
+
+    - ``reverse``: KL(p || q) = sum_v p (log p - log q)  (on-policy distillation's objective;
+      [VOLD] Eq. 3's gradient, METHODS.md 1.2; [REOPOLD] Eq. 2). Logit gradient
+      p (log p - log q - KL)  ([PTD-PO] App. D Eq. 38).
+    - ``forward``: KL(q || p) = sum_v q (log q - log p)  ([PTD-PO] Eq. 4 as written; [VOLD] Eq. 3
+      as written). Logit gradient p - q  ([PTD-PO] Eq. 36).
+
+    Each side is logits (B, T, V) or ``HiddenHead(hidden, weight)``. Only tokens with
+    mask != 0 are computed, ``chunk_size`` of them at a time (default: ~32 MiB of fp32 logits
+    per chunk); bf16/fp16 logits are upcast to fp32, float64 stays float64.
+    """
+    if direction == "reverse":
+        kernel = _kl_reverse_kernel
+    elif direction == "forward":
+        kernel = _kl_forward_kernel
+    else:
+        raise ValueError(f"unknown KL direction {direction!r}; expected 'reverse' or 'forward'")
+    return _per_token(kernel, student, teacher, mask, chunk_size)
+
+
+_FULL_JSD = _jsd_kernel(None, "union")
+
+
+@register_loss("jsd")
+def jsd(student: Side, teacher: Side, mask: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+    """Per-token full-vocabulary Jensen-Shannon divergence ([PTD-PO] Eq. 13),
+    JSD(q, p) = 0.5 KL(q || m) + 0.5 KL(p || m), m = (p + q) / 2; symmetric, in [0, log 2]
+    (Eq. 43). Student logit gradient: [PTD-PO] Eq. 42. Sides, mask and chunking as ``full_kl``."""
+    return _per_token(_FULL_JSD, student, teacher, mask, chunk_size)
+
+
+@register_loss("topk_jsd")
+def topk_jsd(
+    student: Side,
+    teacher: Side,
+    mask: Tensor,
+    k: int = 100,
+    chunk_size: Optional[int] = None,
+    support: Literal["union", "student", "teacher"] = "union",
+) -> Tensor:
+    """Per-token top-K JSD with a tail bucket ([PTD-PO] Eqs. 14-17, App. D.3):
+
+        S = TopK(p) U TopK(q)                       (support='union', the paper, Eq. 14)
+        p~ = ({p(v)}_{v in S}, 1 - sum_S p),  q~ likewise           (Eqs. 15-16)
+        D = JSD(q~, p~)                                             (Eq. 17)
+
+    The tail keeps the mass outside S (no renormalisation), so D <= JSD(q, p) with the gap
+    given by Eq. 63, and D == JSD when S covers the vocabulary (k >= V). ``support='student'``
+    is the authors' code path (student top-K only, METHODS.md T7; this function still uses the
+    teacher's exact probabilities on S, unlike that code's uniform-tail approximation);
+    'teacher' uses the teacher's top-K. S is selected without gradient; the gradient reaches
+    every student logit through p(v), v in S, and through the tail. Here the teacher is given
+    in full (logits or hidden states), so values on S are exact; its memory is O(chunk * V)
+    per chunk like ``jsd``."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if support not in ("union", "student", "teacher"):
+        raise ValueError(f"unknown support {support!r}; expected 'union', 'student' or 'teacher'")
+    return _per_token(_jsd_kernel(k, support), student, teacher, mask, chunk_size)
+
+
+@register_loss("entropy")
+def entropy(student: Side, mask: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+    """Per-token entropy H(p) = -sum_v p log p of the student, (B, T), 0 on padding
+    ([VOLD] Eq. 1 monitoring metric; [REOPOLD] Eq. 8 token selection, use it detached there).
+    In [0, log V]. Logit gradient -p (log p + H). Sides, mask and chunking as ``full_kl``."""
+    return _per_token(_entropy_kernel, student, None, mask, chunk_size)
