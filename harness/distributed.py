@@ -1,0 +1,199 @@
+"""The data-parallel seam: one small ``Strategy`` interface, so the trainers never touch
+torch.distributed (or DeepSpeed / FSDP) directly.
+
+Gradient convention (the reason this module exists). Every loss the trainers build is already
+divided by a *global* denominator: the token or sequence count of the whole optimizer
+mini-batch summed over all ranks (``harness.trainer.Normalizers``). The full mini-batch loss is
+then the plain *sum* of every micro-batch loss on every rank, and so is its gradient. So
+gradients are accumulated by summation over micro-batches and **sum**-reduced over ranks —
+never averaged (averaging, as ``DistributedDataParallel`` does, would divide the update by the
+world size; normalising by local counts would weigh ranks with short responses more). The
+data-parallel test (tests/test_trainer_distributed.py) checks 2 processes == 1 process.
+
+Launch is torchrun-compatible: ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``MASTER_ADDR`` /
+``MASTER_PORT`` from the environment.
+"""
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+StrategyName = Literal["auto", "single", "ddp", "deepspeed", "fsdp"]
+
+
+class Strategy:
+    """Single process. Subclasses override what differs; the trainers only call these methods."""
+
+    name = "single"
+
+    def __init__(self, device: str = "auto"):
+        self.rank, self.world_size, self.local_rank = 0, 1, 0
+        self.device = _pick_device(device, self.local_rank)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Prepare model and optimizer for training (engines may return wrapped objects)."""
+        return model, optimizer
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float | None) -> float:
+        """Reduce gradients over ranks, clip the global norm, step, zero the gradients; returns the
+        pre-clip gradient norm."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        self._reduce_gradients(params)
+        if max_grad_norm is not None and max_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def _reduce_gradients(self, params: list[nn.Parameter]) -> None:
+        pass
+
+    def all_reduce(self, tensor: torch.Tensor, op: Literal["sum", "max", "min"] = "sum") -> torch.Tensor:
+        """In place and returned; identity in one process."""
+        return tensor
+
+    def barrier(self) -> None:
+        pass
+
+    def broadcast_object(self, obj: object) -> object:
+        """Rank 0's ``obj`` on every rank."""
+        return obj
+
+    def shutdown(self) -> None:
+        pass
+
+
+class TorchDDP(Strategy):
+    """Data parallel over ``torch.distributed`` (gloo on CPU, NCCL on CUDA).
+
+    The model is not wrapped in ``DistributedDataParallel``: gradients are sum-reduced in
+    flattened buckets after accumulation (see the module docstring), so scoring code keeps
+    seeing the plain Hugging Face model. Initial weights are broadcast from rank 0.
+    """
+
+    name = "ddp"
+
+    def __init__(self, device: str = "auto", bucket_mb: float = 25.0):
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", str(self.rank)))
+        self.device = _pick_device(device, self.local_rank)
+        if not dist.is_initialized():
+            backend = "nccl" if self.device.startswith("cuda") else "gloo"
+            dist.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size)
+        self._owns_group = True
+        self.bucket_numel = int(bucket_mb * 2**20 / 4)
+
+    def wrap(self, model, optimizer):
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                dist.broadcast(t.data, src=0)
+        return model, optimizer
+
+    def _reduce_gradients(self, params):
+        # Every rank must issue identical collectives: a parameter that got no gradient on this
+        # rank (unused in its micro-batches) contributes zeros rather than being skipped.
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        bucket: list[torch.Tensor] = []
+        size = 0
+        for p in params:
+            bucket.append(p.grad)
+            size += p.grad.numel()
+            if size >= self.bucket_numel:
+                self._reduce_bucket(bucket)
+                bucket, size = [], 0
+        if bucket:
+            self._reduce_bucket(bucket)
+
+    @staticmethod
+    def _reduce_bucket(grads: list[torch.Tensor]) -> None:
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def all_reduce(self, tensor, op="sum"):
+        ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+        dist.all_reduce(tensor, op=ops[op])
+        return tensor
+
+    def barrier(self):
+        dist.barrier()
+
+    def broadcast_object(self, obj):
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def shutdown(self):
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _NotAvailable(Strategy):
+    """A strategy slot whose backend is not wired in yet; selecting it is a clear error."""
+
+    package = ""
+
+    def __init__(self, device: str = "auto", **_: object):
+        try:
+            __import__(self.package)
+            why = f"the {self.name!r} strategy is not implemented yet"
+        except ImportError:
+            why = f"the {self.name!r} strategy needs the {self.package!r} package, which is not installed"
+        raise NotImplementedError(
+            f"distributed={self.name}: {why}. It plugs in by subclassing harness.distributed.Strategy "
+            f"(wrap / backward / step / all_reduce / barrier); use distributed=ddp (torchrun) or single.")
+
+
+class DeepSpeedZeRO(_NotAvailable):
+    """Seam for DeepSpeed ZeRO: ``wrap`` -> ``deepspeed.initialize``, ``backward`` / ``step`` ->
+    the engine's. With global loss denominators the engine's gradient averaging must be undone
+    (scale the loss by the world size), as documented above."""
+
+    name, package = "deepspeed", "deepspeed"
+
+
+class FSDP(_NotAvailable):
+    """Seam for ``torch.distributed.fsdp`` (FSDP2 ``fully_shard``); same gradient convention."""
+
+    name, package = "fsdp", "torch.distributed.fsdp"
+
+
+STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": TorchDDP, "deepspeed": DeepSpeedZeRO,
+                                         "fsdp": FSDP}
+
+
+def make_strategy(name: StrategyName = "auto", device: str = "auto") -> Strategy:
+    """``auto``: ``ddp`` when launched with ``WORLD_SIZE`` > 1 (torchrun), else ``single``."""
+    if name == "auto":
+        name = "ddp" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "single"
+    if name not in STRATEGIES:
+        raise ValueError(f"distributed={name!r}: expected one of {sorted(STRATEGIES)} or 'auto'")
+    return STRATEGIES[name](device=device)
+
+
+def _pick_device(device: str, local_rank: int) -> str:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        return f"cuda:{local_rank}"
+    return device

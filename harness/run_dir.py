@@ -1,0 +1,146 @@
+"""A run's own directory: resolved config, git revision, metrics, checkpoints, completion marker.
+
+Layout::
+
+    <out>/config.yaml            the resolved config (profile ⊕ file ⊕ overrides)
+    <out>/git_rev.txt            commit of the code that ran (``-dirty`` when the tree had edits)
+    <out>/metrics.jsonl          one JSON object a step
+    <out>/checkpoints/step_N/    see harness.checkpoint
+    <out>/final/                 save_pretrained model (loadable with harness.models.load_model)
+    <out>/COMPLETE               written last, atomically: only a finished run has it
+
+A rerun on the same directory resumes from the latest complete checkpoint; a rerun of a complete
+run does nothing. A rerun with a different config is refused (the directory belongs to one run).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.config import ConfigError, to_dict
+
+COMPLETE = "COMPLETE"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def git_revision(repo: Path | None = None) -> str:
+    """``<sha>`` or ``<sha>-dirty`` of the repository holding this code; ``unknown`` without git."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            out += _diff(a.get(k, "<absent>"), b.get(k, "<absent>"), key)
+        return out
+    return [] if a == b else [f"{prefix}: saved {a!r}, now {b!r}"]
+
+
+class RunDir:
+    """One run's directory. Only the main rank writes; every rank may read."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # ---- layout
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.path / "final"
+
+    def is_complete(self) -> bool:
+        return (self.path / COMPLETE).is_file()
+
+    # ---- lifecycle
+    def check_config(self, cfg: Any) -> None:
+        """Refuse a directory created by a run with a different config."""
+        if not self.config_path.is_file():
+            return
+        saved = yaml.safe_load(self.config_path.read_text()) or {}
+        now = yaml.safe_load(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        diffs = _diff(saved, now)
+        if diffs:
+            raise ConfigError(
+                f"{self.config_path}: this run directory was created with a different config "
+                f"({'; '.join(diffs[:5])}). Use a new output directory, or rerun with the same config to resume.")
+
+    def start(self, cfg: Any) -> None:
+        """Create the directory, write the resolved config (first run only) and the git revision."""
+        self.check_config(cfg)
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.is_file():
+            atomic_write_text(self.config_path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        rev = git_revision()
+        rev_file = self.path / "git_rev.txt"
+        previous = rev_file.read_text().splitlines() if rev_file.is_file() else []
+        if not previous or previous[-1] != rev:  # one line a (resumed) session whose code differs
+            atomic_write_text(rev_file, "\n".join(previous + [rev]) + "\n")
+
+    def mark_complete(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.path / COMPLETE, json.dumps(summary, indent=1) + "\n")
+
+    # ---- metrics
+    def log(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop records logged after ``after_step`` (a crash after the last checkpoint); resuming
+        logs them again."""
+        if not self.metrics_path.is_file():
+            return
+        keep = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a crash
+                continue
+            if int(rec.get("step", 0)) <= after_step:
+                keep.append(line)
+        atomic_write_text(self.metrics_path, "".join(k + "\n" for k in keep))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,111 @@
+"""Settings every trainer shares (model, data, optimizer, schedule, checkpointing, parallelism).
+
+Method configs (``methods/<name>/config.py``) subclass :class:`TrainConfig`; their defaults are
+the paper's values, and each method's ``PROFILES`` dict scales them down for the smoke profile.
+Defaults here that no paper states cite where they come from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from harness.optim import Schedule
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train on
+    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    """Hub id or local path; ``smoke:<kind>`` is a tiny random model (harness.models.smoke_model_path)."""
+    data: str = ""
+    """Training set name or path, as harness.data.load_training_set takes it."""
+    data_split: str = "train"
+    data_limit: Optional[int] = None
+    """Use only the first N rows (None: all)."""
+    seed: int = 0
+    """Seeds Python, NumPy and torch; data order and per-step sampling seeds derive from it."""
+
+    # --- optimisation
+    steps: int = 60
+    """Training steps (one step = one batch; for online methods one rollout batch)."""
+    micro_batch_size: int = 4
+    """Rows per forward/backward; gradients accumulate to the full batch (changes memory, not the math)."""
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    """AdamW betas/eps: not stated by the papers; torch's / verl's defaults."""
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    lr_schedule: Schedule = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    """Cosine floor as a fraction of lr (verl's ``min_lr_ratio`` default 0)."""
+    max_grad_norm: float = 1.0
+    """Global gradient-norm clip; not stated by the papers; verl's actor ``grad_clip`` default 1.0."""
+
+    # --- model handling
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype of the trained weights (and so of AdamW's update). fp32 master weights, as verl's FSDP
+    mixed precision keeps them: a bf16 weight cannot absorb an lr-6e-6 step."""
+    autocast: Optional[Literal["bfloat16", "float16"]] = "bfloat16"
+    """Compute dtype of forward passes (torch.autocast; verl's ``param_dtype`` bf16). None: the
+    weights' dtype."""
+    freeze_vision: bool = True
+    """VOLD Table 4: vision encoder frozen (tower and merger, VOLD ambiguity V10)."""
+    gradient_checkpointing: bool = False
+
+    # --- run management
+    save_every: int = 10
+    """Checkpoint every N steps (and always at the last step)."""
+    keep_checkpoints: int = 2
+    distributed: Literal["auto", "single", "ddp", "deepspeed", "fsdp"] = "auto"
+    """``auto``: torch DDP when launched by torchrun with WORLD_SIZE > 1, else single process."""
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "micro_batch_size", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}")
+        if not self.data:
+            raise ValueError("data: required (a training-set name or path)")
+
+
+@dataclass
+class OnlineConfig(TrainConfig):
+    """Settings of the online loop (rollout -> reward -> method scoring -> updates)."""
+
+    prompts_per_step: int = 256
+    """Prompts per rollout batch, over all ranks. VOLD Table 4 "batch size 256" read as prompts
+    (VOLD ambiguity V7)."""
+    num_generations: int = 5
+    """Rollouts per prompt (group size K). VOLD Table 4."""
+    temperature: float = 1.0
+    """Rollout temperature; not given by VOLD, 1.0 assumed (VOLD step 6, V7)."""
+    top_p: float = 1.0
+    max_new_tokens: int = 8192
+    """Response-length cap; VOLD Table 4 "max sequence length 8192" read as the response (V14)."""
+    mini_batches_per_step: int = 1
+    """Optimizer updates per rollout batch (per epoch); the rows are cut into this many mini-batches.
+    VOLD does not say; 1 = fully on-policy is assumed (VOLD step 11). With > 1 the importance
+    ratio departs from 1 after the first update and the clip acts."""
+    ppo_epochs: int = 1
+    """Passes over the rollout batch (verl ``ppo_epochs`` default 1)."""
+    recompute_old_logp: bool = True
+    """Recompute pi_old log-probs with a trainer forward pass instead of trusting the engine's
+    (METHODS.md VOLD step 10; verl does the same)."""
+    rollout_batch_size: int = 8
+    """Prompts per generate call (memory only)."""
+    view: str = "full"
+    """Prompt view the policy sees (harness.models views); VOLD's training data is text-only."""
+    reward: str = "math"
+    """Reward function name (methods.grpo.rewards.REWARDS)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_generations < 1 or self.prompts_per_step < 1:
+            raise ValueError("prompts_per_step and num_generations must be >= 1")
+        rows = self.prompts_per_step * self.num_generations
+        if self.mini_batches_per_step < 1 or self.mini_batches_per_step > rows:
+            raise ValueError(f"mini_batches_per_step must be in [1, {rows}] (rows per rollout batch)")

@@ -1,0 +1,293 @@
+"""The training loops: a shared run scaffold, the online loop (rollout -> reward -> method scoring
+-> several optimizer mini-batches) and the SFT loop, with checkpoint / resume.
+
+A method plugs into the online loop with an :class:`OnlineMethod` (verl's ``core_algos`` split,
+TRL's trainer shape): ``prepare`` adds per-row tensors after rollout and reward (advantages, a
+teacher's log-probs, ...) and ``loss`` maps one micro-batch's policy log-probs to its share of the
+mini-batch loss, dividing by the global ``Normalizers`` (harness.update).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from harness.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final, seed_everything
+from harness.distributed import Strategy, make_strategy
+from harness.models import load_model, resolve_dtype, smoke_model_path
+from harness.optim import build_optimizer, build_scheduler
+from harness.rollout.hf import HFRolloutEngine
+from harness.run_dir import RunDir
+from harness.scoring import token_logprobs
+from harness.train_config import OnlineConfig, TrainConfig
+from harness.types import Sample, SamplingParams, Trajectories
+from harness.update import LossFn, Normalizers, accumulate_update, reduce_floats, select_rows, split_rows
+
+StepFn = Callable[[int, list[Sample]], dict[str, float]]
+"""(step index from 0, this rank's samples of the step) -> metrics."""
+
+
+@dataclass
+class Context:
+    """What a step function can use: config, policy bundle (``.model``, ``.tokenizer``,
+    ``.processor``), optimizer, scheduler, the data-parallel strategy and the run directory."""
+
+    cfg: TrainConfig
+    policy: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    strategy: Strategy
+    run: RunDir
+
+
+class EpochSampler:
+    """Deterministic data order: a fresh seeded permutation each epoch; its state (epoch, position)
+    is the data position saved in checkpoints."""
+
+    def __init__(self, n: int, seed: int):
+        if n < 1:
+            raise ValueError("the training set is empty")
+        self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
+
+    def _order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def take(self, k: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < k:
+            order = self._order()
+            m = min(k - len(out), self.n - self.pos)
+            out += order[self.pos:self.pos + m]
+            self.pos += m
+            if self.pos == self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Sampling seed of one step on one rank: rollouts do not depend on where a run was resumed."""
+    return (seed * 1_000_003 + step * 1_009 + rank * 7_919) % 2**31
+
+
+def shard(items: list, strategy: Strategy) -> list:
+    """This rank's contiguous share of a global batch (groups never straddle ranks)."""
+    w = strategy.world_size
+    if len(items) % w:
+        raise ValueError(f"batch of {len(items)} is not divisible by the world size {w}")
+    k = len(items) // w
+    return items[strategy.rank * k:(strategy.rank + 1) * k]
+
+
+def default_load_policy(cfg: TrainConfig, strategy: Strategy) -> Any:
+    """harness.models.load_model; ``smoke:<kind>`` names the cached tiny model of that kind."""
+    path = str(smoke_model_path(cfg.model.split(":", 1)[1])) if cfg.model.startswith("smoke:") else cfg.model
+    policy = load_model(path, dtype=cfg.dtype, device=strategy.device, trainable=True,
+                        freeze_vision=cfg.freeze_vision)
+    if cfg.gradient_checkpointing:
+        policy.model.gradient_checkpointing_enable()
+    return policy
+
+
+def run_training(cfg: TrainConfig, out_dir: str | Path, *, load_data: Callable[[], list[Sample]],
+                 build_step: Callable[[Context], StepFn], samples_per_step: int,
+                 load_policy: Callable[[TrainConfig, Strategy], Any] = default_load_policy,
+                 stop_after: int | None = None, desc: str = "train") -> Path | None:
+    """Run (or resume) ``cfg.steps`` steps in ``out_dir``; returns the final model directory.
+
+    Order matters for failure modes: the data is loaded and validated before the directory is
+    created (a bad row leaves nothing behind), and ``COMPLETE`` is written last. ``stop_after``
+    ends the session after that many total steps without completing the run (tests, time-sliced
+    jobs); the next call resumes. A complete run returns at once.
+    """
+    run = RunDir(out_dir)
+    if run.is_complete():
+        run.check_config(cfg)
+        return run.final
+    strategy = make_strategy(cfg.distributed, cfg.device)
+    try:
+        dataset = load_data()
+        sampler = EpochSampler(len(dataset), cfg.seed)
+        if strategy.is_main:
+            run.start(cfg)
+        strategy.barrier()
+        seed_everything(cfg.seed + strategy.rank)
+        policy = load_policy(cfg, strategy)
+        optimizer = build_optimizer(policy.model, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
+                                    cfg.adam_eps)
+        scheduler = build_scheduler(optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+        policy.model, optimizer = strategy.wrap(policy.model, optimizer)
+        start = 0
+        ckpt = latest_checkpoint(run.checkpoints)
+        if ckpt is not None:
+            load_checkpoint(ckpt, policy.model, optimizer, scheduler, strategy)
+            sampler.load_state_dict(ckpt.data["sampler"])
+            start = ckpt.step
+            if strategy.is_main:
+                run.truncate_metrics(start)
+        ctx = Context(cfg=cfg, policy=policy, optimizer=optimizer, scheduler=scheduler, strategy=strategy, run=run)
+        step_fn = build_step(ctx)
+        end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+        bar = tqdm(range(start, end), desc=desc, initial=start, total=cfg.steps, disable=not strategy.is_main,
+                   dynamic_ncols=True)
+        for step in bar:
+            t0 = time.perf_counter()
+            samples = [dataset[i] for i in sampler.take(samples_per_step)]
+            lr = scheduler.get_last_lr()[0]
+            metrics = step_fn(step, shard(samples, strategy))
+            scheduler.step()
+            record = {"step": step + 1, "lr": lr, **metrics, "time_s": round(time.perf_counter() - t0, 4)}
+            if strategy.is_main:
+                run.log(record)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
+                                 if k in ("loss", "reward_mean", "grad_norm")})
+            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+                save_checkpoint(run.checkpoints, step + 1, policy.model, optimizer, scheduler,
+                                {"sampler": sampler.state_dict()}, strategy, keep=cfg.keep_checkpoints)
+        if end < cfg.steps:
+            return None
+        if strategy.is_main:
+            save_final(run.final, policy.model, getattr(policy, "tokenizer", None), getattr(policy, "processor", None))
+            run.mark_complete({"steps": cfg.steps, "final": str(run.final)})
+        strategy.barrier()
+        return run.final
+    finally:
+        strategy.shutdown()
+
+
+# ----------------------------------------------------------------------------------------------
+# The online loop
+
+
+class OnlineMethod:
+    """A method's hooks into the online loop. Subclass and override ``prepare`` / ``loss``."""
+
+    def __init__(self, cfg: OnlineConfig):
+        self.cfg = cfg
+
+    def setup(self, ctx: Context) -> None:
+        """Once, before the first step (load a teacher or a reference model here)."""
+
+    def prepare(self, traj: Trajectories, ctx: Context) -> dict[str, float]:
+        """After rollout and reward, before the updates: add per-row tensors to ``traj.extras``
+        (advantages, teacher log-probs, ...). Returns metrics to log."""
+        return {}
+
+    def loss(self, logp: torch.Tensor, mb: Trajectories, norm: Normalizers) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """This micro-batch's share of the mini-batch loss (divide by ``norm``'s global counts)."""
+        raise NotImplementedError
+
+
+RewardFn = Callable[[Trajectories], torch.Tensor]
+"""Trajectories -> (B,) float rewards."""
+
+
+def autocast(ctx: Context) -> contextlib.AbstractContextManager:
+    """The config's forward-pass compute dtype (``cfg.autocast``), or nothing."""
+    if ctx.cfg.autocast is None:
+        return contextlib.nullcontext()
+    device_type = "cuda" if ctx.strategy.device.startswith("cuda") else "cpu"
+    return torch.autocast(device_type, dtype=resolve_dtype(ctx.cfg.autocast))
+
+
+def policy_logprobs(ctx: Context, traj: Trajectories, *, grad: bool) -> torch.Tensor:
+    """(B, T) fp32 log-probs of ``traj``'s response tokens under the current policy (harness.scoring)."""
+    cfg = ctx.cfg
+    with autocast(ctx):
+        return token_logprobs(ctx.policy, traj, getattr(cfg, "view", "full"), grad=grad,
+                              micro_batch_size=cfg.micro_batch_size).float()
+
+
+def default_engine(ctx: Context) -> Any:
+    """transformers' ``generate`` on the policy itself (shares its weights: no sync needed)."""
+    return HFRolloutEngine(ctx.policy, batch_size=getattr(ctx.cfg, "rollout_batch_size", 8),
+                           view=getattr(ctx.cfg, "view", "full"), progress=ctx.strategy.is_main)
+
+
+def online_step_builder(method: OnlineMethod, reward_fn: RewardFn,
+                        make_engine: Callable[[Context], Any] = default_engine) -> Callable[[Context], StepFn]:
+    """The online step: rollout -> reward -> (old log-probs) -> ``method.prepare`` -> for each epoch
+    and mini-batch an :func:`harness.update.accumulate_update` with ``method.loss``."""
+
+    def build(ctx: Context) -> StepFn:
+        cfg: OnlineConfig = ctx.cfg  # type: ignore[assignment]
+        engine = make_engine(ctx)
+        method.setup(ctx)
+        model = ctx.policy.model
+
+        def step(i: int, samples: list[Sample]) -> dict[str, float]:
+            seed = step_seed(cfg.seed, i, ctx.strategy.rank)
+            torch.manual_seed(seed)
+            model.eval()
+            t0 = time.perf_counter()
+            engine.sync_weights(model)
+            sampling = SamplingParams(n=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
+                                      max_new_tokens=cfg.max_new_tokens, seed=seed)
+            with autocast(ctx):
+                traj = engine.generate(samples, sampling)
+            t_gen = time.perf_counter() - t0
+            traj.rewards = reward_fn(traj).to(torch.float32).to(traj.response_ids.device)
+            if cfg.recompute_old_logp:
+                with torch.no_grad():
+                    traj.old_logp = policy_logprobs(ctx, traj, grad=False).detach()
+            with autocast(ctx):
+                metrics = dict(method.prepare(traj, ctx))
+            model.train()
+            updates: list[dict[str, float]] = []
+            for _ in range(cfg.ppo_epochs):
+                for idx in split_rows(len(traj), cfg.mini_batches_per_step):
+                    mb = select_rows(traj, idx)
+                    updates.append(accumulate_update(
+                        model, ctx.optimizer, ctx.strategy, mb, lambda m: policy_logprobs(ctx, m, grad=True),
+                        method.loss, cfg.micro_batch_size, cfg.max_grad_norm,
+                        max_len=cfg.max_new_tokens))
+            model.eval()
+            summary = reduce_floats(ctx.strategy, [float(traj.rewards.sum()), float(len(traj)),
+                                                   float(traj.response_mask.sum())], "sum")
+            metrics["reward_mean"] = float(summary[0] / summary[1])
+            metrics["response_length"] = float(summary[2] / summary[1])
+            for k in updates[0]:
+                metrics[k] = sum(u[k] for u in updates) / len(updates)
+            metrics["loss_first_update"] = updates[0]["loss"]
+            metrics["time_generate_s"] = round(t_gen, 4)
+            return metrics
+
+        return step
+
+    return build
+
+
+# ----------------------------------------------------------------------------------------------
+# The SFT loop
+
+
+def sft_step_builder(encode: Callable[[Context, list[Sample]], Trajectories], loss_fn: LossFn) -> Callable[[Context], StepFn]:
+    """The SFT step: encode (prompt, target response) rows into trajectories, one accumulated update."""
+
+    def build(ctx: Context) -> StepFn:
+        cfg = ctx.cfg
+        model = ctx.policy.model
+
+        def step(i: int, samples: list[Sample]) -> dict[str, float]:
+            batch = encode(ctx, samples)
+            model.train()
+            out = accumulate_update(model, ctx.optimizer, ctx.strategy, batch,
+                                    lambda m: policy_logprobs(ctx, m, grad=True), loss_fn,
+                                    cfg.micro_batch_size, cfg.max_grad_norm)
+            model.eval()
+            return out
+
+        return step
+
+    return build

@@ -1,0 +1,96 @@
+"""Every training method by name, and the command line all trainers share.
+
+``METHODS[name].train(overrides, out_dir, profile)`` runs (or resumes) a method and returns its
+final model directory (``save_pretrained`` format, loadable with harness.models.load_model); the
+reproduce pipeline calls it. Methods not implemented yet are listed (``implemented=False``) so
+recipes can name them.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.config import ConfigError, load_config, parse_overrides
+from harness.errors import DataError
+
+TrainFn = Callable[[dict, Path, str], Path]
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    paper: str
+    implemented: bool
+    description: str
+    train: TrainFn | None = None
+
+
+def load_method_config(cls: type, profiles: dict[str, dict[str, Any]], profile: str,
+                       config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Any:
+    """``cls`` from the profile's defaults ⊕ ``config_file`` ⊕ ``overrides`` (strictly validated)."""
+    if profile not in profiles:
+        raise ConfigError(f"profile {profile!r}: known profiles are {sorted(profiles)}")
+    return load_config(cls, config_file, overrides, base=profiles[profile])
+
+
+def _trainer(package: str, config_cls: str) -> TrainFn:
+    """``train(overrides, out_dir, profile)`` of ``methods.<package>`` (imported on first use)."""
+
+    def train(overrides: dict, out_dir: Path, profile: str = "smoke") -> Path:
+        cfg_mod = importlib.import_module(f"methods.{package}.config")
+        trainer = importlib.import_module(f"methods.{package}.trainer")
+        cfg = load_method_config(getattr(cfg_mod, config_cls), cfg_mod.PROFILES, profile, None, overrides)
+        final = trainer.train(cfg, Path(out_dir))
+        assert final is not None
+        return final
+
+    return train
+
+
+METHODS: dict[str, MethodSpec] = {s.name: s for s in [
+    MethodSpec("sft", "VOLD (arXiv 2510.23497) Eq. 4, stage 1", True,
+               "Supervised fine-tuning, cross-entropy on response tokens.", _trainer("sft", "SFTConfig")),
+    MethodSpec("grpo", "GRPO (arXiv 2402.03300) with DAPO clip, as VOLD Eq. 2", True,
+               "Online RL: group-normalised advantages, clipped surrogate, optional reference KL.",
+               _trainer("grpo", "GRPOConfig")),
+    MethodSpec("opd", "on-policy distillation (Agarwal et al. 2024, GKD)", False,
+               "Plain on-policy distillation: per-token reverse KL to a teacher on student rollouts."),
+    MethodSpec("vold", "VOLD (arXiv 2510.23497) Eq. 6", False,
+               "GRPO + reward-masked k2 distillation from a text-only teacher LLM."),
+    MethodSpec("reopold", "REOPOLD", False,
+               "Relaxed on-policy distillation: rewards replaced by clipped teacher log-ratios."),
+    MethodSpec("vgs", "VGS (arXiv 2606.00564)", False, "Visually grounded steering of the distillation target."),
+    MethodSpec("ptdpo", "PTD-PO (arXiv 2606.07000)", False, "Privileged-hint teacher distillation with policy optimisation."),
+]}
+
+
+def get_method(name: str) -> MethodSpec:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}") from None
+
+
+def cli_main(name: str, cls: type, profiles: dict[str, dict[str, Any]], train: Callable[..., Path | None],
+             argv: list[str] | None = None) -> int:
+    """``python -m methods.<name> [--profile smoke|paper] [--out DIR] [--config FILE] [key=value ...]``."""
+    p = argparse.ArgumentParser(prog=f"python -m methods.{name}", description=f"Train with {name}.")
+    p.add_argument("--profile", default="smoke", choices=sorted(profiles))
+    p.add_argument("--out", default=None, help=f"run directory (default runs/{name}-<profile>); rerun to resume")
+    p.add_argument("--config", default=None, help="YAML file of settings, over the profile's")
+    p.add_argument("--stop-after", type=int, default=None, help="end this session after N total steps (resumable)")
+    p.add_argument("overrides", nargs="*", help="key=value settings, over the file's")
+    args = p.parse_args(argv)
+    out = Path(args.out or f"runs/{name}-{args.profile}")
+    try:
+        cfg = load_method_config(cls, profiles, args.profile, args.config, parse_overrides(args.overrides))
+        final = train(cfg, out, stop_after=args.stop_after)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(final if final is not None else f"stopped after {args.stop_after} steps; rerun to resume: {out}")
+    return 0

@@ -1,0 +1,55 @@
+"""Shared fixtures of the trainer tests: a tiny causal LM built in memory, a fixed batch of
+trajectories, and a plain log-prob function (independent of harness.scoring)."""
+from __future__ import annotations
+
+import torch
+
+from harness.types import Sample, Trajectories
+
+VOCAB = 48
+
+
+def tiny_lm(seed: int = 0) -> torch.nn.Module:
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+                      tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = Qwen3ForCausalLM(cfg).float()
+    model.eval()
+    return model
+
+
+def logp_of(model: torch.nn.Module, traj: Trajectories) -> torch.Tensor:
+    """(B, T) log-probs of the response tokens given the left-padded prompt; 0 on padding."""
+    ids = torch.cat([traj.prompt_ids, traj.response_ids], 1)
+    mask = torch.cat([traj.prompt_mask, traj.response_mask], 1)
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+    P, T = traj.prompt_ids.shape[1], traj.response_ids.shape[1]
+    lp = torch.log_softmax(logits[:, P - 1:P - 1 + T], -1).gather(-1, traj.response_ids.unsqueeze(-1)).squeeze(-1)
+    return lp * traj.response_mask
+
+
+def fixed_batch(seed: int = 0, groups: int = 4, n: int = 2, P: int = 4, T: int = 7) -> Trajectories:
+    """Rows of varied response lengths (1..T) and prompt lengths, random advantages, and old
+    log-probs perturbed so that importance ratios spread over and beyond the clip range."""
+    g = torch.Generator().manual_seed(seed)
+    B = groups * n
+    prompt_ids = torch.randint(3, VOCAB, (B, P), generator=g)
+    plen = torch.randint(1, P + 1, (B,), generator=g)
+    prompt_mask = (torch.arange(P)[None] >= (P - plen)[:, None]).long()
+    prompt_ids = prompt_ids * prompt_mask
+    rlen = torch.randint(1, T + 1, (B,), generator=g)
+    response_mask = (torch.arange(T)[None] < rlen[:, None]).long()
+    response_ids = torch.randint(3, VOCAB, (B, T), generator=g) * response_mask
+    traj = Trajectories(samples=[Sample(id=str(i), prompt="p", answer="a") for i in range(groups)],
+                        prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids,
+                        response_mask=response_mask, old_logp=torch.zeros(B, T),
+                        group_ids=torch.arange(groups).repeat_interleave(n), texts=[""] * B)
+    with torch.no_grad():
+        cur = logp_of(tiny_lm(), traj)
+    traj.old_logp = (cur + 0.4 * torch.randn(B, T, generator=g)) * response_mask
+    traj.extras["advantages"] = torch.randn(B, generator=g)
+    return traj
