@@ -51,6 +51,15 @@ def _trainer(package: str, config_cls: str) -> TrainFn:
     return train
 
 
+def _entry(module: str, fn: str) -> TrainFn:
+    """``module.fn`` as a registry trainer, imported on first use."""
+
+    def train(overrides: dict, out_dir: Path, profile: str = "smoke") -> Path:
+        return getattr(importlib.import_module(module), fn)(overrides, Path(out_dir), profile)
+
+    return train
+
+
 METHODS: dict[str, MethodSpec] = {s.name: s for s in [
     MethodSpec("sft", "VOLD (arXiv 2510.23497) Eq. 4, stage 1", True,
                "Supervised fine-tuning, cross-entropy on response tokens.", _trainer("sft", "SFTConfig")),
@@ -59,8 +68,15 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
                _trainer("grpo", "GRPOConfig")),
     MethodSpec("opd", "on-policy distillation (Agarwal et al. 2024, GKD)", False,
                "Plain on-policy distillation: per-token reverse KL to a teacher on student rollouts."),
-    MethodSpec("vold", "VOLD (arXiv 2510.23497) Eq. 6", False,
-               "GRPO + reward-masked k2 distillation from a text-only teacher LLM."),
+    MethodSpec("vold_traces", "VOLD (arXiv 2510.23497) §3.2 / §4.1, stage 0", True,
+               "A text-only teacher writes SFT traces (length filter, no answer verification).",
+               _entry("methods.vold", "train_traces")),
+    MethodSpec("vold_sft", "VOLD (arXiv 2510.23497) Eq. 4, stage 1", True,
+               "SFT of the student on the teacher's traces, vision tower frozen.",
+               _entry("methods.vold", "train_sft")),
+    MethodSpec("vold", "VOLD (arXiv 2510.23497) Eqs. 5-6, stage 2", True,
+               "GRPO + reward-masked k2 distillation from a text-only teacher LLM on the same rollouts.",
+               _entry("methods.vold", "train_rl")),
     MethodSpec("reopold", "REOPOLD", False,
                "Relaxed on-policy distillation: rewards replaced by clipped teacher log-ratios."),
     MethodSpec("vgs", "VGS (arXiv 2606.00564)", False, "Visually grounded steering of the distillation target."),

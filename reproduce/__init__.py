@@ -36,6 +36,14 @@ def run_table(paper: str, table: str, profile: str = "smoke", out: Optional[str 
     published = load_published(recipe.published, published_dir or PUBLISHED_DIR)
     if methods is None:
         from methods.registry import METHODS as methods  # noqa: N811
+    elif train_fn is None:  # the given registry also supplies the trainers
+        registry = methods
+
+        def train_fn(name: str) -> Any:
+            spec = registry[name]
+            if spec.train is None:
+                raise RuntimeError(f"method {name!r} has no trainer (implemented={spec.implemented})")
+            return spec.train
     problems = check_recipe(recipe, published, methods)
     if problems:
         raise ValueError(f"recipe {paper} does not match its published tables / the method registry:\n  "
