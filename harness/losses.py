@@ -21,7 +21,6 @@ O(chunk_size * V), independent of the number of tokens. The teacher side never g
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Literal, NamedTuple, Optional, Sequence, Union
 
 import torch

@@ -50,9 +50,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, TypeVar, Union
 
 from harness.config import ConfigError, load_config
+
+T = TypeVar("T")
 
 PUBLISHED_DIR = Path(__file__).resolve().parent.parent / "results" / "published"
 DEFAULT_TOLERANCE = 0.051
@@ -232,21 +234,33 @@ def list_papers(directory: Path = PUBLISHED_DIR) -> list[str]:
     return sorted(p.stem for p in Path(directory).glob("*.yaml"))
 
 
+def load_paper_yaml(cls: type[T], path: Path | str) -> T:
+    """Load and validate a per-paper YAML file (``<paper>.yaml``, published tables or a recipe)
+    into ``cls``; errors name the file and the key, and the ``paper`` key must match the name."""
+    path = Path(path)
+    obj = load_config(cls, path)
+    if obj.paper != path.stem:
+        raise ConfigError(f"{path}: paper: {obj.paper!r} differs from the file name {path.stem!r}")
+    return obj
+
+
+def find_paper_yaml(paper: str, directory: Path | str, what: str) -> Path:
+    """``directory/<paper>.yaml``, or a KeyError listing the papers that have one."""
+    path = Path(directory) / f"{paper}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in Path(directory).glob("*.yaml"))
+        raise KeyError(f"no {what} for paper {paper!r} (known: {known})")
+    return path
+
+
 def load_published_file(path: Path | str) -> PublishedPaper:
     """Load and validate one file; errors name the file and the key."""
-    path = Path(path)
-    paper = load_config(PublishedPaper, path)
-    if paper.paper != path.stem:
-        raise ConfigError(f"{path}: paper: {paper.paper!r} differs from the file name {path.stem!r}")
-    return paper
+    return load_paper_yaml(PublishedPaper, path)
 
 
 def load_published(paper: str, directory: Path = PUBLISHED_DIR) -> PublishedPaper:
     """The published tables of ``paper`` (``vold``, ``reopold``, ``vgs``, ``ptdpo``)."""
-    path = Path(directory) / f"{paper}.yaml"
-    if not path.exists():
-        raise KeyError(f"no published tables for paper {paper!r} (known: {list_papers(directory)})")
-    return load_published_file(path)
+    return load_published_file(find_paper_yaml(paper, directory, "published tables"))
 
 
 def get_table(paper: str, table_id: str, directory: Path = PUBLISHED_DIR) -> Table:

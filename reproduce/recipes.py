@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from harness.config import ConfigError, load_config, merge
+from harness.config import merge
+from reproduce.published import find_paper_yaml, load_paper_yaml
 
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
 PROFILES = ("smoke", "paper")
@@ -313,18 +314,11 @@ def list_recipes(directory: Path = PAPERS_DIR) -> list[str]:
 
 
 def load_recipe_file(path: Path | str) -> Recipe:
-    path = Path(path)
-    recipe = load_config(Recipe, path)
-    if recipe.paper != path.stem:
-        raise ConfigError(f"{path}: paper: {recipe.paper!r} differs from the file name {path.stem!r}")
-    return recipe
+    return load_paper_yaml(Recipe, path)
 
 
 def load_recipe(paper: str, directory: Path = PAPERS_DIR) -> Recipe:
-    path = Path(directory) / f"{paper}.yaml"
-    if not path.exists():
-        raise KeyError(f"no recipe for paper {paper!r} (known: {list_recipes(directory)})")
-    return load_recipe_file(path)
+    return load_recipe_file(find_paper_yaml(paper, directory, "recipe"))
 
 
 def check_recipe(recipe: Recipe, published: Any, methods: Optional[dict[str, Any]] = None) -> list[str]:

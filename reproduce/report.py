@@ -13,7 +13,6 @@ import html
 import io
 import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 

@@ -19,7 +19,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 from harness.run_dir import atomic_write_text
 from reproduce.plan import RUNNABLE, Plan, PlannedEval, PlannedStage

@@ -18,7 +18,7 @@ from reproduce import run_table
 from reproduce.cli import main
 from reproduce.diff import (ABOVE, AGREES, BELOW, MISSING, NOT_RUN, Measurement, bootstrap_derived,
                             bootstrap_mean, cell_status, check_regressions, diff_table, per_sample_values)
-from reproduce.published import PUBLISHED_DIR, Table, list_papers, load_published
+from reproduce.published import Table, list_papers, load_published
 from reproduce.recipes import check_recipe, list_recipes, load_recipe, load_recipe_file
 from harness.config import ConfigError, from_dict
 

@@ -227,7 +227,7 @@ def _bar_chart(rng: random.Random):
     heights = rng.sample(range(1, 10), k)  # distinct, so "the tallest" is unique
     img = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(img)
-    left, bottom, top, unit = 16, size - 14, 8, 9  # y = 10 at the top of the plot area
+    left, bottom, unit = 16, size - 14, 9  # y = 10 lies 8 px below the top
     for v in range(0, 11):
         y = bottom - v * unit
         draw.line([(left, y), (size - 3, y)], fill=(225, 225, 225) if v else (0, 0, 0))
