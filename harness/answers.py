@@ -198,7 +198,8 @@ def extract_choice(text: str, letters: str = OPTION_LETTERS) -> str | None:
     if ans is not None:
         s = _unwrap_text(ans).strip().strip("*$ ")
         s = re.sub(r"(?i)^(?:the\s+)?(?:correct\s+)?(?:option|choice)\s*(?:is\s*)?:?\s*", "", s)
-        m = re.match(r"\(([A-Z])\)(?![\w])|([A-Z])(?=\Z|[.:,)\]}])", s)
+        # no "," after the letter: "A, B" lists two options (VLMEvalKit: no answer)
+        m = re.match(r"\(([A-Z])\)(?![\w])|([A-Z])(?=\Z|[.:)\]}])", s)
         letter = m and (m.group(1) or m.group(2))
         if letter and letter in letters:
             return letter

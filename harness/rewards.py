@@ -20,7 +20,9 @@ Equivalence conventions (documented decisions):
 - Units are dropped, not compared: ``12 cm == 12``, ``12\\,\\text{cm} == 12`` (and ``12 m == 12 cm``).
 - Sets are unordered (``{1,2} == {2,1}``); interval ends matter (``[1,2) != (1,2]``);
   ``x = 3`` equals ``3``; ``\\dfrac``/``\\tfrac`` are ``\\frac``; LaTeX and plain forms compare equal.
-- No extractable final answer, or an answer longer than ``MAX_ANSWER_CHARS``: False.
+- No extractable final answer, or an answer longer than ``MAX_ANSWER_CHARS``: False. For a letter
+  gold, an explicit "option/choice (is) B" also counts as stated; a letter (or option text) that
+  merely occurs somewhere in an answer-free response does not.
 
 Time limit: math-verify's own timeouts use ``signal.alarm`` (main thread only, and unable to
 stop a long C-level big-integer operation), so they are switched off and the limit is enforced
@@ -49,6 +51,7 @@ from decimal import Context, Decimal
 from pathlib import Path
 
 from harness.answers import (
+    _OPTION_WORD_RE,
     OPTION_LETTERS,
     extract_answer,
     extract_choice,
@@ -351,6 +354,8 @@ def _verify(response, gold, timeout_s, choices, letters) -> bool:
         return False
     letter = _GOLD_LETTER_RE.fullmatch(gold_ans)
     if letter and letter.group(1) in letters.upper():
+        if extract_answer(response) is None and not _OPTION_WORD_RE.search(response):
+            return False  # no stated answer: a letter merely mentioned in the reasoning does not count
         chosen = extract_choice(response, letters)
         if chosen is None and choices:
             chosen = match_choice_text(response, choices)

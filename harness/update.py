@@ -72,8 +72,10 @@ def micro_batches(n: int, size: int) -> list[torch.Tensor]:
 
 
 def normalizers(batch: Trajectories, strategy: Strategy, max_len: int | None = None) -> Normalizers:
-    """Token and sequence counts of ``batch`` summed over all ranks (a collective)."""
-    tokens, seqs = reduce_floats(strategy, [float(batch.response_mask.sum()), float(len(batch))], "sum")
+    """Token and sequence counts of ``batch`` summed over all ranks (a collective). Sequences are
+    counted as ``harness.losses.agg_loss`` counts N: rows with at least one response token."""
+    seqs_with_tokens = float((batch.response_mask.sum(dim=-1) > 0).sum())
+    tokens, seqs = reduce_floats(strategy, [float(batch.response_mask.sum()), seqs_with_tokens], "sum")
     return Normalizers(global_tokens=max(tokens, 1.0), global_seqs=max(seqs, 1.0), max_len=max_len)
 
 

@@ -1,7 +1,7 @@
 """DynaMath (Zou et al., 2025), DynaMath_Sample: 501 seed questions x 10 generated variants
 (one split per variant).
 
-Average accuracy is over all 5,010 rows; worst-case accuracy counts a seed question correct only
+Average accuracy is over all 5,010 rows (bootstrapped over seed questions); worst-case accuracy counts a seed question correct only
 when all its variants are (the benchmark's robustness metric). Multiple choice by letter, float
 answers within 0.001 (DynaMath's own tolerance), text answers by normalised match.
 """
@@ -57,10 +57,16 @@ class DynaMath(Benchmark):
         return rows[: max(n, 2) * 2]
 
     def metric_units(self, records):
-        units = super().metric_units(records)
+        # Units are seed questions, not rows: the variants of one seed question are correlated, so
+        # a bootstrap over rows would give too narrow an interval. Each seed question's unit is
+        # the mean over its variants (with all variants present the mean equals the row mean).
         by_q: dict[str, list[dict]] = defaultdict(list)
         for r in records:
             by_q[r["meta"]["qid"]].append(r)
+        units = {name: [] for name in super().metric_units(records)}
+        for rs in by_q.values():
+            for name, values in super().metric_units(rs).items():
+                units[name].append(sum(values) / len(values))
         worst = []
         for rs in by_q.values():
             k = min(len(r["correct"]) for r in rs)
