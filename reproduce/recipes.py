@@ -221,6 +221,9 @@ class EvalSettings:
     engine: str = "hf"
     batch_size: int = 8
     judge_url: Optional[str] = None
+    max_new_tokens: Optional[int] = None
+    """Generation cap per response; None: evals' default. Smoke keeps it small: a tiny random model
+    rarely stops by itself, so every response would run to the cap."""
 
 
 @dataclass
@@ -303,7 +306,7 @@ class Recipe:
     def eval_settings(self, profile: str) -> EvalSettings:
         if profile in self.evaluation:
             return self.evaluation[profile]
-        return EvalSettings(limit=4, source="smoke") if profile == "smoke" else EvalSettings()
+        return EvalSettings(limit=4, source="smoke", max_new_tokens=32) if profile == "smoke" else EvalSettings()
 
     def methods(self) -> set[str]:
         return {s.method for s in self.stages}
