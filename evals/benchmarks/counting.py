@@ -22,7 +22,7 @@ class Counting(Benchmark):
 
 BENCHMARKS = [Counting(
     name="counting", title="CLEVR counting (PAPO)", hf_id="BUAADreamer/clevr_count_70k", split="test",
-    size=None, tables=("PTD-PO Tab.1,2,4: Counting",), family="numeric", scoring="exact integer",
+    size=200, tables=("PTD-PO Tab.1,2,4: Counting",), family="numeric", scoring="exact integer",
     required=("images", "problem", "answer"), sampling={"temperature": 1.0, "k": 8},
     notes="identified from PAPO's evaluation README (BUAADreamer/clevr_count_70k); PAPO may "
           "evaluate a fixed subset of the test split")]

@@ -364,7 +364,9 @@ class TrainingSetSpec:
     description: str
     config: str | None = None
     hub_files: tuple[str, ...] | None = None
-    revision: str | None = None  # pin a commit here once verified against the hub
+    # None loads "main". No training set's commit SHA could be verified offline (hub pages seen showed
+    # short hashes only); pin ``huggingface_hub.dataset_info(hub_id).sha`` after a first download.
+    revision: str | None = None
     instruction: str | None = "step_by_step"
     snapshot: bool = False  # the rows refer to files elsewhere in the repo (download it whole)
 
