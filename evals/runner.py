@@ -92,11 +92,11 @@ def make_engine(model: str, engine: str = "hf", *, batch_size: int = 8, device: 
         bundle = load_model(model, dtype=dtype, device=device, trainable=False)
         return HFRolloutEngine(bundle, batch_size=batch_size)
     if engine == "vllm":
+        from harness.rollout.vllm import VLLMRolloutEngine
         try:
-            from harness.rollout.vllm import VLLMRolloutEngine  # type: ignore[import-not-found]
+            return VLLMRolloutEngine(model)  # raises ImportError naming the gpu extra without vLLM
         except ImportError as e:
             raise ValueError(f"engine 'vllm' is not available here ({e})") from e
-        return VLLMRolloutEngine(model)  # type: ignore[call-arg]
     raise ValueError(f"unknown engine {engine!r}; known: hf, vllm")
 
 

@@ -98,26 +98,35 @@ def load_model(name_or_path: str | Path, *, dtype: str | torch.dtype = "float32"
     ``trainable=False`` freezes every parameter (teacher, reference). The model is returned in
     eval mode either way: the Qwen models have no dropout, and eval keeps generation deterministic.
     """
-    from transformers import (AutoConfig, AutoImageProcessor, AutoModelForCausalLM,
-                              AutoModelForImageTextToText, AutoTokenizer)
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     path = str(name_or_path)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    is_vlm = _is_vlm_config(config)
+    tokenizer, processor, is_vlm = load_preprocessing(path, trust_remote_code=trust_remote_code)
     auto = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
     model = auto.from_pretrained(path, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code)
     model.to(device)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    tokenizer.padding_side = "left"
-    if tokenizer.chat_template is None:
-        tokenizer.chat_template = _processor_chat_template(path)
-    processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code) if is_vlm else None
     if not trainable:
         model.requires_grad_(False)
     elif is_vlm and freeze_vision:
         freeze_vision_tower(model)
     return PolicyBundle(model=model, tokenizer=tokenizer, processor=processor, is_vlm=is_vlm, path=path)
+
+
+def load_preprocessing(name_or_path: str | Path, *, trust_remote_code: bool = False) -> tuple[Any, Any, bool]:
+    """``(tokenizer, image processor or None, is_vlm)`` of a checkpoint, without its weights: the
+    tokenizer left-padded and carrying a chat template (from ``chat_template.json`` where the
+    checkpoint keeps it there). ``load_model`` and weight-less engines (vLLM) share it."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+
+    path = str(name_or_path)
+    is_vlm = _is_vlm_config(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = "left"
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = _processor_chat_template(path)
+    processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code) if is_vlm else None
+    return tokenizer, processor, is_vlm
 
 
 def _processor_chat_template(path: str) -> str | None:
