@@ -327,6 +327,14 @@ class _Planner:
         return tp
 
 
+def benchmark_available(name: str) -> bool:
+    """Whether ``evals`` has the benchmark; a column naming one it lacks is reported, not run, so
+    that it does not fail the evaluation of the row's other columns."""
+    from evals.benchmarks import REGISTRY
+
+    return name in REGISTRY
+
+
 def build_plan(recipe: Recipe, table_ids: list[str], profile: str = "smoke",
                methods: Optional[Mapping[str, Any]] = None) -> Plan:
     """Plan ``table_ids`` of ``recipe`` under ``profile``; ``methods`` defaults to the registry."""

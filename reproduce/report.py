@@ -19,7 +19,7 @@ from typing import Any, Optional
 from harness.run_dir import atomic_write_text, git_revision
 from reproduce.diff import (ABOVE, AGREES, BELOW, DEFAULT_TOLERANCE, MISSING, NOT_RUN, Measurement,
                             TableDiff, cell_dicts, diff_table, measure)
-from reproduce.plan import RUNNABLE, Plan
+from reproduce.plan import RUNNABLE, Plan, benchmark_available
 from reproduce.runner import RunState, stage_metrics
 
 SMOKE_BANNER = ("SMOKE PROFILE: tiny random models of the papers' architectures, trained and evaluated "
@@ -71,6 +71,8 @@ def collect(plan: Plan, out: Path, table_id: str, state: Optional[RunState] = No
                     m.reason = f"evaluation {st['status']}: {st.get('error', '')}"
                 elif unselected:
                     m.reason = "not selected (--rows)"
+                elif not benchmark_available(c.benchmark):
+                    m.reason = f"not implemented (benchmark {c.benchmark!r} is not in evals)"
             cells[c.column] = m
         measurements[(r.group, r.key)] = cells
         if failed:

@@ -421,3 +421,26 @@ def test_smoke_report_label_absent_in_paper_profile(toy):
     rep = dict(res["report"], smoke=False, profile="paper")
     assert "SMOKE PROFILE" not in to_markdown(rep)
     assert math.isfinite(res["report"]["tolerance"])
+
+
+
+def test_column_without_an_evals_benchmark_is_reported_not_run_and_spares_the_row(tmp_path, monkeypatch):
+    """REOPOLD Table 6's Pixel-Reasoner column has no evals benchmark: the row's evaluation must
+    still cover its other columns, and the cell must say why it was not run."""
+    import reproduce.runner as runner
+    from reproduce.plan import benchmark_available
+
+    assert benchmark_available("vstar") and not benchmark_available("pixel_reasoner")
+    calls = []
+
+    def fake_evals_run(model, benchmarks, **kw):  # stands in for evals.run (the default evaluator)
+        calls.append(list(benchmarks))
+        return {}
+
+    monkeypatch.setattr(runner, "_default_eval", lambda: fake_evals_run)
+    # the paper profile: the teacher row is a hub checkpoint, evaluated as-is (no training)
+    res = run_table("reopold", "table6", "paper", tmp_path / "run", rows=["pixel_reasoner_7b"])
+    assert calls and all("pixel_reasoner" not in c for c in calls) and any("vstar" in c for c in calls)
+    cell = next(c for c in res["report"]["cells"]
+                if c["row"] == "pixel_reasoner_7b" and c["column"] == "pixel_reasoner")
+    assert cell["status"] == NOT_RUN and "not in evals" in cell["reason"]
