@@ -173,41 +173,34 @@ def map_mot(row: Any, idx: int, ctx: RowContext) -> Sample:
                   response=by_role["assistant"], answer=None, meta=meta)
 
 
-def map_easyr1(row: Any, idx: int, ctx: RowContext) -> Sample:
-    """EasyR1 format (geometry3k, Vision-SR1-47K, re-uploaded ViRL39K): images/problem/answer."""
+def _map_visual_qa(row: Any, idx: int, ctx: RowContext, question_key: str, image_keys: tuple[str, ...],
+                   meta_keys: tuple[str, ...], id_keys: tuple[str, ...] = ("qid", "id")) -> Sample:
+    """The shared shape of the visual RL sets: a question, a gold answer, images, a few scalars."""
     if not isinstance(row, dict):
         raise DataError(ctx.source, idx, None, f"expected a mapping, got {type(row).__name__}")
-    question = _strip_image_tokens(_get(row, "problem", ctx, idx))
+    question = _strip_image_tokens(_get(row, question_key, ctx, idx))
     answer = _answer(row, "answer", ctx, idx)
-    images = _images(row, ("images", "image"), ctx, idx)
-    return Sample(id=_row_id(ctx, row, idx), prompt=format_prompt(question, ctx.instruction), answer=answer,
-                  images=images, meta={"question": question, **_scalars(row, ("category", "qid", "id"))})
+    images = _images(row, image_keys, ctx, idx)
+    return Sample(id=_row_id(ctx, row, idx, id_keys), prompt=format_prompt(question, ctx.instruction), answer=answer, images=images,
+                  meta={"question": question, **_scalars(row, meta_keys)})
+
+
+def map_easyr1(row: Any, idx: int, ctx: RowContext) -> Sample:
+    """EasyR1 format (geometry3k, Vision-SR1-47K, re-uploaded ViRL39K): images/problem/answer."""
+    return _map_visual_qa(row, idx, ctx, "problem", ("images", "image"), ("category", "qid", "id"))
 
 
 def map_virl39k(row: Any, idx: int, ctx: RowContext) -> Sample:
     """ViRL39K (TIGER-Lab): question/answer/image (paths under the repo) + category/source/qid."""
-    if not isinstance(row, dict):
-        raise DataError(ctx.source, idx, None, f"expected a mapping, got {type(row).__name__}")
-    if "question" not in row and "problem" in row:
+    if isinstance(row, dict) and "question" not in row and "problem" in row:
         return map_easyr1(row, idx, ctx)
-    question = _strip_image_tokens(_get(row, "question", ctx, idx))
-    answer = _answer(row, "answer", ctx, idx)
-    images = _images(row, ("image", "images"), ctx, idx)
-    meta = {"question": question, **_scalars(row, ("category", "source", "qid", "PassRate_32BTrained",
-                                                     "PassRate_7BBase"))}
-    return Sample(id=_row_id(ctx, row, idx), prompt=format_prompt(question, ctx.instruction), answer=answer,
-                  images=images, meta=meta)
+    return _map_visual_qa(row, idx, ctx, "question", ("image", "images"),
+                          ("category", "source", "qid", "PassRate_32BTrained", "PassRate_7BBase"))
 
 
 def map_mmk12(row: Any, idx: int, ctx: RowContext) -> Sample:
     """MMK12: id/subject/image/question/answer."""
-    if not isinstance(row, dict):
-        raise DataError(ctx.source, idx, None, f"expected a mapping, got {type(row).__name__}")
-    question = _strip_image_tokens(_get(row, "question", ctx, idx))
-    answer = _answer(row, "answer", ctx, idx)
-    images = _images(row, ("image", "images"), ctx, idx)
-    return Sample(id=_row_id(ctx, row, idx, ("id",)), prompt=format_prompt(question, ctx.instruction),
-                  answer=answer, images=images, meta={"question": question, **_scalars(row, ("subject",))})
+    return _map_visual_qa(row, idx, ctx, "question", ("image", "images"), ("subject",), id_keys=("id",))
 
 
 def map_verl_math(row: Any, idx: int, ctx: RowContext) -> Sample:
