@@ -83,9 +83,8 @@ def read_records(path: Path) -> list[dict]:
 def make_engine(model: str, engine: str = "hf", *, batch_size: int = 8, device: str = "cpu",
                 dtype: str = "float32") -> RolloutEngine:
     """A rollout engine for ``model`` (path, hub id, or ``smoke:<kind>`` for a tiny smoke model)."""
-    if model.startswith("smoke:"):
-        from harness.models import smoke_model_path
-        model = str(smoke_model_path(model.split(":", 1)[1]))
+    from harness.models import resolve_model_name
+    model = resolve_model_name(model)
     if engine == "hf":
         from harness.models import load_model
         from harness.rollout.hf import HFRolloutEngine

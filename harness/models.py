@@ -113,6 +113,13 @@ def load_model(name_or_path: str | Path, *, dtype: str | torch.dtype = "float32"
     return PolicyBundle(model=model, tokenizer=tokenizer, processor=processor, is_vlm=is_vlm, path=path)
 
 
+def resolve_model_name(name: str | Path) -> str:
+    """``smoke:<kind>`` -> the cached tiny model of that kind (``smoke_model_path``); a hub id or a
+    path is returned unchanged. Every command that takes a model accepts both."""
+    name = str(name)
+    return str(smoke_model_path(name.split(":", 1)[1])) if name.startswith("smoke:") else name
+
+
 def load_preprocessing(name_or_path: str | Path, *, trust_remote_code: bool = False) -> tuple[Any, Any, bool]:
     """``(tokenizer, image processor or None, is_vlm)`` of a checkpoint, without its weights: the
     tokenizer left-padded and carrying a chat template (from ``chat_template.json`` where the

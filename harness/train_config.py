@@ -97,6 +97,10 @@ class OnlineConfig(TrainConfig):
     (METHODS.md VOLD step 10; verl does the same)."""
     rollout_batch_size: int = 8
     """Prompts per generate call (memory only)."""
+    rollout_engine: Literal["hf", "vllm"] = "hf"
+    """``hf``: transformers' generate on the policy itself (CPU, tests; no weight sync). ``vllm``:
+    harness.rollout.vllm on the policy's checkpoint, its weights synced from the trainer before
+    every rollout (GPU; the ``gpu`` extra)."""
     view: str = "full"
     """Prompt view the policy sees (harness.models views); VOLD's training data is text-only."""
     reward: str = "math"

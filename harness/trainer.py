@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from harness.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final, seed_everything
 from harness.distributed import Strategy, make_strategy
-from harness.models import load_model, resolve_dtype, smoke_model_path
+from harness.models import load_model, resolve_dtype, resolve_model_name
 from harness.optim import build_optimizer, build_scheduler
 from harness.rollout.hf import HFRolloutEngine
 from harness.run_dir import RunDir
@@ -92,8 +92,7 @@ def shard(items: list, strategy: Strategy) -> list:
 
 def default_load_policy(cfg: TrainConfig, strategy: Strategy) -> Any:
     """harness.models.load_model; ``smoke:<kind>`` names the cached tiny model of that kind."""
-    path = str(smoke_model_path(cfg.model.split(":", 1)[1])) if cfg.model.startswith("smoke:") else cfg.model
-    policy = load_model(path, dtype=cfg.dtype, device=strategy.device, trainable=True,
+    policy = load_model(resolve_model_name(cfg.model), dtype=cfg.dtype, device=strategy.device, trainable=True,
                         freeze_vision=cfg.freeze_vision)
     if cfg.gradient_checkpointing:
         policy.model.gradient_checkpointing_enable()
@@ -210,9 +209,16 @@ def policy_logprobs(ctx: Context, traj: Trajectories, *, grad: bool) -> torch.Te
 
 
 def default_engine(ctx: Context) -> Any:
-    """transformers' ``generate`` on the policy itself (shares its weights: no sync needed)."""
-    return HFRolloutEngine(ctx.policy, batch_size=getattr(ctx.cfg, "rollout_batch_size", 8),
-                           view=getattr(ctx.cfg, "view", "full"), progress=ctx.strategy.is_main)
+    """The configured rollout engine: transformers' ``generate`` on the policy itself (shares its
+    weights: no sync needed), or vLLM on the policy's checkpoint (weights synced every step)."""
+    view = getattr(ctx.cfg, "view", "full")
+    if getattr(ctx.cfg, "rollout_engine", "hf") == "vllm":
+        from harness.rollout.vllm import VLLMRolloutEngine
+
+        return VLLMRolloutEngine(ctx.policy.path, dtype=getattr(ctx.cfg, "dtype", "bfloat16"), view=view,
+                                 seed=ctx.cfg.seed, progress=ctx.strategy.is_main)
+    return HFRolloutEngine(ctx.policy, batch_size=getattr(ctx.cfg, "rollout_batch_size", 8), view=view,
+                           progress=ctx.strategy.is_main)
 
 
 def online_step_builder(method: OnlineMethod, reward_fn: RewardFn,

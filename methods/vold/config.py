@@ -64,6 +64,8 @@ class TracesConfig(TraceSampling):
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     device: str = "auto"
     """``auto``: CUDA when available, else CPU."""
+    engine: Literal["hf", "vllm"] = "hf"
+    """Rollout engine of the teacher: ``vllm`` for the paper's scale (MoT prompts, 8192 tokens)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -23,6 +23,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from harness.models import resolve_model_name as resolve_model
 from harness.run_dir import RunDir, atomic_write_text
 from harness.types import Sample, SamplingParams, Trajectories
 from methods.vold.config import TracesConfig
@@ -32,15 +33,6 @@ DATA_FILE = "train.jsonl"
 
 __all__ = ["MANIFEST", "DATA_FILE", "generate_traces", "trace_rows", "is_traces_dir", "read_manifest",
            "resolve_model"]
-
-
-def resolve_model(name: str) -> str:
-    """``smoke:<kind>`` -> the cached tiny model's path; anything else unchanged."""
-    if name.startswith("smoke:"):
-        from harness.models import smoke_model_path
-
-        return str(smoke_model_path(name.split(":", 1)[1]))
-    return name
 
 
 def is_traces_dir(path: str | Path) -> bool:
@@ -92,6 +84,10 @@ def _load_prompts(cfg: TracesConfig) -> list[Sample]:
 
 
 def _default_engine(cfg: TracesConfig) -> Any:
+    if cfg.engine == "vllm":
+        from harness.rollout.vllm import VLLMRolloutEngine
+
+        return VLLMRolloutEngine(resolve_model(cfg.model), dtype=cfg.dtype, view=cfg.view, seed=cfg.seed)
     from harness.models import load_model
     from harness.rollout.hf import HFRolloutEngine
 
