@@ -71,10 +71,9 @@ def _export_checkpoint(cfg: SFTConfig, ckpt: Path, export: Path) -> Path:
     import safetensors.torch
 
     from harness.checkpoint import save_final
-    from harness.models import load_model
-    from methods.vold.traces import resolve_model
+    from harness.models import load_model, resolve_model_name
 
-    bundle = load_model(resolve_model(cfg.model), dtype=cfg.dtype, device="cpu", trainable=True,
+    bundle = load_model(resolve_model_name(cfg.model), dtype=cfg.dtype, device="cpu", trainable=True,
                         freeze_vision=cfg.freeze_vision)
     missing, unexpected = safetensors.torch.load_model(bundle.model, str(ckpt / "model.safetensors"), strict=False)
     if missing or unexpected:

@@ -23,7 +23,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from harness.models import resolve_model_name as resolve_model
+from harness.models import resolve_model_name
 from harness.run_dir import RunDir, atomic_write_text
 from harness.types import Sample, SamplingParams, Trajectories
 from methods.vold.config import TracesConfig
@@ -31,8 +31,7 @@ from methods.vold.config import TracesConfig
 MANIFEST = "traces.yaml"
 DATA_FILE = "train.jsonl"
 
-__all__ = ["MANIFEST", "DATA_FILE", "generate_traces", "trace_rows", "is_traces_dir", "read_manifest",
-           "resolve_model"]
+__all__ = ["MANIFEST", "DATA_FILE", "generate_traces", "trace_rows", "is_traces_dir", "read_manifest"]
 
 
 def is_traces_dir(path: str | Path) -> bool:
@@ -87,11 +86,11 @@ def _default_engine(cfg: TracesConfig) -> Any:
     if cfg.engine == "vllm":
         from harness.rollout.vllm import VLLMRolloutEngine
 
-        return VLLMRolloutEngine(resolve_model(cfg.model), dtype=cfg.dtype, view=cfg.view, seed=cfg.seed)
+        return VLLMRolloutEngine(resolve_model_name(cfg.model), dtype=cfg.dtype, view=cfg.view, seed=cfg.seed)
     from harness.models import load_model
     from harness.rollout.hf import HFRolloutEngine
 
-    bundle = load_model(resolve_model(cfg.model), dtype=cfg.dtype, device=_device(cfg.device), trainable=False)
+    bundle = load_model(resolve_model_name(cfg.model), dtype=cfg.dtype, device=_device(cfg.device), trainable=False)
     return HFRolloutEngine(bundle, batch_size=cfg.batch_size, view=cfg.view)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from harness import losses
+from harness.models import resolve_model_name
 from harness.trainer import Context, online_step_builder, run_training
 from harness.types import Trajectories
 from harness.update import Normalizers, reduce_floats, split_rows
@@ -24,7 +25,6 @@ from methods.grpo.trainer import GRPO
 from methods.vold.config import VOLDConfig
 from methods.vold.loss import FULL_ESTIMATORS, vold_loss
 from methods.vold.rewards import make_reward_fn
-from methods.vold.traces import resolve_model
 from methods.vold.validation import with_validation
 
 
@@ -121,7 +121,7 @@ def load_vold_teacher(cfg: VOLDConfig, student: Any) -> Any:
     harness.models.load_teacher) when its vocabulary differs from the student's (§3.1)."""
     from harness.models import load_teacher
 
-    return load_teacher(resolve_model(cfg.teacher), student, dtype=cfg.teacher_dtype)
+    return load_teacher(resolve_model_name(cfg.teacher), student, dtype=cfg.teacher_dtype)
 
 
 def train(cfg: VOLDConfig, out_dir: str | Path, *, method: VOLD | None = None, stop_after: int | None = None,
