@@ -12,7 +12,7 @@ import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from harness.config import ConfigError, load_config, parse_overrides
 from harness.errors import DataError
@@ -91,22 +91,39 @@ def get_method(name: str) -> MethodSpec:
         raise KeyError(f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}") from None
 
 
-def cli_main(name: str, cls: type, profiles: dict[str, dict[str, Any]], train: Callable[..., Path | None],
-             argv: list[str] | None = None) -> int:
-    """``python -m methods.<name> [--profile smoke|paper] [--out DIR] [--config FILE] [key=value ...]``."""
-    p = argparse.ArgumentParser(prog=f"python -m methods.{name}", description=f"Train with {name}.")
+def method_parser(prog: str, description: str, profiles: Iterable[str], default_out: str) -> argparse.ArgumentParser:
+    """The options every trainer CLI shares: ``--profile``, ``--out``, ``--config``, ``--stop-after``
+    and ``key=value`` overrides; a method adds its own (e.g. VOLD's ``--stage``)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--profile", default="smoke", choices=sorted(profiles))
-    p.add_argument("--out", default=None, help=f"run directory (default runs/{name}-<profile>); rerun to resume")
+    p.add_argument("--out", default=None, help=f"run directory (default {default_out}); rerun to resume")
     p.add_argument("--config", default=None, help="YAML file of settings, over the profile's")
     p.add_argument("--stop-after", type=int, default=None, help="end this session after N total steps (resumable)")
     p.add_argument("overrides", nargs="*", help="key=value settings, over the file's")
-    args = p.parse_args(argv)
-    out = Path(args.out or f"runs/{name}-{args.profile}")
+    return p
+
+
+def run_cli(run: Callable[[], Path | None], out: Path, stop_after: int | None) -> int:
+    """Run a trainer for a CLI: print the final directory (or how to resume); a bad config or data
+    row is one line on stderr and exit code 2."""
     try:
-        cfg = load_method_config(cls, profiles, args.profile, args.config, parse_overrides(args.overrides))
-        final = train(cfg, out, stop_after=args.stop_after)
+        final = run()
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(final if final is not None else f"stopped after {args.stop_after} steps; rerun to resume: {out}")
+    print(final if final is not None else f"stopped after {stop_after} steps; rerun to resume: {out}")
     return 0
+
+
+def cli_main(name: str, cls: type, profiles: dict[str, dict[str, Any]], train: Callable[..., Path | None],
+             argv: list[str] | None = None) -> int:
+    """``python -m methods.<name> [--profile smoke|paper] [--out DIR] [--config FILE] [key=value ...]``."""
+    p = method_parser(f"python -m methods.{name}", f"Train with {name}.", profiles, f"runs/{name}-<profile>")
+    args = p.parse_args(argv)
+    out = Path(args.out or f"runs/{name}-{args.profile}")
+
+    def run() -> Path | None:
+        cfg = load_method_config(cls, profiles, args.profile, args.config, parse_overrides(args.overrides))
+        return train(cfg, out, stop_after=args.stop_after)
+
+    return run_cli(run, out, args.stop_after)
