@@ -154,6 +154,15 @@ TEXT_MATH_KINDS: dict[str, Callable] = {
 }
 
 
+def _checked_kinds(kinds: list[str] | None, known: dict, generator: str) -> list[str]:
+    """``kinds`` (default: every kind of ``known``), each checked against ``known``."""
+    kinds = list(kinds or known)
+    unknown = [k for k in kinds if k not in known]
+    if unknown:
+        raise ValueError(f"unknown {generator} kinds {unknown}; known: {sorted(known)}")
+    return kinds
+
+
 def text_math(n: int, seed: int = 0, kinds: list[str] | None = None,
               instruction: str | None = "step_by_step") -> list[Sample]:
     """``n`` text math problems; kinds cycle in order (``kinds`` defaults to all of them).
@@ -161,10 +170,7 @@ def text_math(n: int, seed: int = 0, kinds: list[str] | None = None,
     Each sample has ``answer`` (plain: ``"5"``, ``"-7/12"``), ``response`` (a reference solution
     ending in ``\\boxed{...}``), an answer-free ``hint`` and ``meta = {kind, params, question}``.
     """
-    kinds = list(kinds or TEXT_MATH_KINDS)
-    unknown = [k for k in kinds if k not in TEXT_MATH_KINDS]
-    if unknown:
-        raise ValueError(f"unknown text_math kinds {unknown}; known: {sorted(TEXT_MATH_KINDS)}")
+    kinds = _checked_kinds(kinds, TEXT_MATH_KINDS, "text_math")
     out = []
     for i in range(n):
         kind = kinds[i % len(kinds)]
@@ -330,10 +336,7 @@ def visual(n: int, seed: int = 0, kinds: list[str] | None = None,
     Multiple-choice samples have ``choices`` and a letter ``answer`` (``meta["answer_value"]``
     or the choice text holds the value); free-form ones a plain answer (``"5"``, ``"\\sqrt{41}"``).
     """
-    kinds = list(kinds or VISUAL_KINDS)
-    unknown = [k for k in kinds if k not in VISUAL_KINDS]
-    if unknown:
-        raise ValueError(f"unknown visual kinds {unknown}; known: {sorted(VISUAL_KINDS)}")
+    kinds = _checked_kinds(kinds, VISUAL_KINDS, "visual")
     out = []
     for i in range(n):
         kind = kinds[i % len(kinds)]
