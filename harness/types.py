@@ -60,7 +60,14 @@ class Trajectories:
     ``prompt_ids`` are left-padded (``prompt_mask`` marks real tokens); ``response_ids`` are
     right-padded (``response_mask`` marks generated tokens up to and including EOS).
     ``old_logp`` holds the sampling policy's log-probability of each response token (0 on
-    padding). ``rewards`` is filled in by the reward step; ``texts`` are the decoded responses.
+    padding). ``rewards`` is filled in by the reward step (None for reward-free methods);
+    ``texts`` are the decoded responses.
+
+    ``response_mask`` is the *loss* mask: 1 on tokens the policy generated (and is trained on).
+    ``response_valid`` marks every real token of the response, generated or not (a multi-turn
+    tool rollout appends observation tokens that the policy attends to but never trains on);
+    None means it equals ``response_mask`` (single-turn rollouts). Per-row fields (tensors whose
+    first dimension is ``B``, lists of length ``B``) are indexed by ``harness.update.select_rows``.
     """
 
     samples: list[Sample]
@@ -72,7 +79,13 @@ class Trajectories:
     group_ids: torch.Tensor
     texts: list[str]
     rewards: torch.Tensor | None = None
+    response_valid: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """(B, T): 1 on every real response token (``response_valid``, else ``response_mask``)."""
+        return self.response_mask if self.response_valid is None else self.response_valid
 
     def __len__(self) -> int:
         return int(self.response_ids.shape[0])

@@ -10,7 +10,7 @@ therefore summed over micro-batches and sum-reduced over ranks (harness.distribu
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 import torch
@@ -39,8 +39,9 @@ in ``_min`` / ``_max`` are combined by min / max)."""
 
 
 def select_rows(traj: Trajectories, idx: torch.Tensor | list[int]) -> Trajectories:
-    """The rows ``idx`` of ``traj``: every per-row tensor (and per-row ``extras``) is indexed;
-    ``samples`` is kept whole since ``group_ids`` index into it."""
+    """The rows ``idx`` of ``traj``: every per-row field (a tensor whose first dimension is ``B``,
+    a list of length ``B``), and every per-row entry of ``extras``, is indexed; ``samples`` is kept
+    whole since ``group_ids`` index into it."""
     idx = torch.as_tensor(idx, dtype=torch.long)
     n = len(traj)
 
@@ -51,12 +52,8 @@ def select_rows(traj: Trajectories, idx: torch.Tensor | list[int]) -> Trajectori
             return [v[i] for i in idx.tolist()]
         return v
 
-    return replace(
-        traj, prompt_ids=pick(traj.prompt_ids), prompt_mask=pick(traj.prompt_mask),
-        response_ids=pick(traj.response_ids), response_mask=pick(traj.response_mask),
-        old_logp=pick(traj.old_logp), group_ids=pick(traj.group_ids), texts=pick(traj.texts),
-        rewards=None if traj.rewards is None else pick(traj.rewards),
-        extras={k: pick(v) for k, v in traj.extras.items()})
+    changes = {f.name: pick(getattr(traj, f.name)) for f in fields(traj) if f.name not in ("samples", "extras")}
+    return replace(traj, **changes, extras={k: pick(v) for k, v in traj.extras.items()})
 
 
 def split_rows(n: int, parts: int) -> list[torch.Tensor]:
