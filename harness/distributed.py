@@ -45,11 +45,13 @@ class Strategy:
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
-    def step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float | None) -> float:
-        """Reduce gradients over ranks, clip the global norm, step, zero the gradients; returns the
-        pre-clip gradient norm."""
+    def step(self, model: nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float | None,
+             reduce: bool = True) -> float:
+        """Reduce gradients over ranks (unless the caller already did: ``reduce=False``), clip the
+        global norm, step, zero the gradients; returns the pre-clip gradient norm."""
         params = [p for p in model.parameters() if p.requires_grad]
-        self._reduce_gradients(params)
+        if reduce:
+            self._reduce_gradients(params)
         if max_grad_norm is not None and max_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         else:
@@ -60,6 +62,9 @@ class Strategy:
 
     def _reduce_gradients(self, params: list[nn.Parameter]) -> None:
         pass
+
+    def reduce_tensors(self, tensors: list[torch.Tensor]) -> None:
+        """Sum each tensor over ranks, in place (gradient buffers kept outside ``.grad``)."""
 
     def all_reduce(self, tensor: torch.Tensor, op: Literal["sum", "max", "min"] = "sum") -> torch.Tensor:
         """In place and returned; identity in one process."""
@@ -109,11 +114,14 @@ class TorchDDP(Strategy):
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
+        self.reduce_tensors([p.grad for p in params])
+
+    def reduce_tensors(self, tensors):
         bucket: list[torch.Tensor] = []
         size = 0
-        for p in params:
-            bucket.append(p.grad)
-            size += p.grad.numel()
+        for t in tensors:
+            bucket.append(t)
+            size += t.numel()
             if size >= self.bucket_numel:
                 self._reduce_bucket(bucket)
                 bucket, size = [], 0

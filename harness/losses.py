@@ -28,6 +28,7 @@ from torch import Tensor
 
 __all__ = [
     "AGG_MODES",
+    "RATIO_LEVELS",
     "HiddenHead",
     "LOSSES",
     "agg_loss",
@@ -44,6 +45,8 @@ __all__ = [
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
+RATIO_LEVELS = ("token", "sequence", "sequence-sum")
+RatioLevel = Literal["token", "sequence", "sequence-sum"]
 
 # verl-style registry (verl/trainer/ppo/core_algos.py): name -> function.
 LOSSES: dict[str, Callable] = {}
@@ -157,6 +160,7 @@ def policy_loss(
     agg: AggMode = "token-mean",
     *,
     clip_ratio_c: Optional[float] = None,
+    ratio_level: RatioLevel = "token",
     global_tokens: Union[int, float, Tensor, None] = None,
     global_seqs: Union[int, float, Tensor, None] = None,
     max_len: Optional[int] = None,
@@ -172,6 +176,20 @@ def policy_loss(
     PPO (Ye et al. 2020; EasyR1 default 3.0): for A < 0 the loss is capped at -A * clip_ratio_c.
     The log-ratio is clamped to [-20, 20] before exp (as verl does), so garbage never overflows.
     Padding may hold any values: they are replaced by 0 before any arithmetic.
+
+    ``ratio_level`` chooses the importance ratio every token of response i uses (with
+    L_i = sum_t m (logp - old_logp) and |y_i| = sum_t m):
+
+    - ``token``: rho_{i,t} = exp(logp_t - old_logp_t) ([DAPO], verl; the default);
+    - ``sequence``: s_i = exp(L_i / |y_i|), the length-normalised sequence ratio of GSPO
+      (Zheng et al. 2025, arXiv 2507.18071); with ``agg="seq-mean-token-mean"`` this is GSPO's
+      per-sequence objective exactly;
+    - ``sequence-sum``: exp(L_i), the whole-sequence ratio pi_theta(y_i|q) / pi_old(y_i|q) of
+      [VOLD] Eq. 2 as written (clamped like the token log-ratio; numerically degenerate for long
+      responses, which is why token level is the default).
+
+    The gradient flows through the whole sequence ratio into every token's log-prob. For a
+    response of one token all three coincide.
 
     Returns ``(loss, stats)``; stats are detached 0-d tensors over the valid tokens of this call
     (local, not global): ``clipfrac`` (tokens where the clipped branch is active),
@@ -195,7 +213,7 @@ def policy_loss(
     old_logp = torch.where(valid, old_logp.detach().to(logp.dtype), zero)
     adv = torch.where(valid, advantages.detach().to(logp.dtype), zero)
 
-    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)
+    log_ratio = _log_ratio(logp - old_logp, valid, ratio_level).clamp(-20.0, 20.0)
     ratio = torch.exp(log_ratio)
     unclipped = -adv * ratio
     clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
@@ -224,6 +242,18 @@ def policy_loss(
             "approx_kl": ((old_logp - logp.detach()) * v).sum() / n,
         }
     return loss, stats
+
+
+def _log_ratio(diff: Tensor, valid: Tensor, level: str) -> Tensor:
+    """Per-token log importance ratio of ``policy_loss`` at the given level, (B, T)."""
+    if level == "token":
+        return diff
+    if level not in RATIO_LEVELS:
+        raise ValueError(f"unknown ratio_level {level!r}; expected one of {RATIO_LEVELS}")
+    total = (diff * valid).sum(-1, keepdim=True)
+    if level == "sequence":
+        total = _safe_div(total, valid.sum(-1, keepdim=True).to(diff.dtype))
+    return total.expand_as(diff)
 
 
 # --------------------------------------------------------------------------------------
@@ -566,12 +596,46 @@ def full_kl(
 _FULL_JSD = _jsd_kernel(None, "union")
 
 
+def _generalized_jsd_kernel(beta: float) -> Kernel:
+    """beta KL(q || m) + (1 - beta) KL(p || m) with m = beta q + (1 - beta) p (GKD's JSD(beta),
+    Agarwal et al. 2024, as TRL's ``generalized_jsd_loss`` defines it; q teacher, p student).
+    d/dp_v = (1 - beta) log(p_v / m_v), so the logit gradient is (1 - beta) p (l - E_p l) with
+    l = log(p / m)."""
+
+    def kernel(zs: Tensor, zt: Tensor, grad: bool):
+        lp, lq = _log_softmax_(zs), _log_softmax_(zt)
+        p, q = lp.exp(), lq.exp()
+        tiny = torch.finfo(p.dtype).tiny
+        lm = torch.add(q.mul(beta), p, alpha=1.0 - beta).clamp_min_(tiny).log_()
+        ell_p, ell_q = lp.sub_(lm), lq.sub_(lm)
+        del lm
+        e_p = _rowdot(p, ell_p)
+        val = beta * _rowdot(q, ell_q) + (1.0 - beta) * e_p
+        if not grad:
+            return val, None
+        return val, ell_p.sub_(e_p[:, None]).mul_(p).mul_(1.0 - beta)
+
+    return kernel
+
+
 @register_loss("jsd")
-def jsd(student: Side, teacher: Side, mask: Tensor, chunk_size: Optional[int] = None) -> Tensor:
-    """Per-token full-vocabulary Jensen-Shannon divergence ([PTD-PO] Eq. 13),
-    JSD(q, p) = 0.5 KL(q || m) + 0.5 KL(p || m), m = (p + q) / 2; symmetric, in [0, log 2]
-    (Eq. 43). Student logit gradient: [PTD-PO] Eq. 42. Sides, mask and chunking as ``full_kl``."""
-    return _per_token(_FULL_JSD, student, teacher, mask, chunk_size)
+def jsd(student: Side, teacher: Side, mask: Tensor, chunk_size: Optional[int] = None, beta: float = 0.5) -> Tensor:
+    """Per-token full-vocabulary Jensen-Shannon divergence, (B, T), 0 on padding.
+
+    ``beta = 0.5`` (default): JSD(q, p) = 0.5 KL(q || m) + 0.5 KL(p || m), m = (p + q) / 2
+    ([PTD-PO] Eq. 13); symmetric, in [0, log 2] (Eq. 43); student logit gradient [PTD-PO] Eq. 42.
+    Other ``beta`` in (0, 1): GKD's generalised JSD(beta) = beta KL(q || m) + (1 - beta) KL(p || m)
+    with m = beta q + (1 - beta) p (Agarwal et al. 2024, arXiv 2306.13649, Eq. in §3, in TRL's
+    convention). The end points follow TRL too: ``beta = 0`` is the forward KL(q || p) and
+    ``beta = 1`` the reverse KL(p || q) (``full_kl``). Sides, mask and chunking as ``full_kl``."""
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if beta == 0.0:
+        return full_kl(student, teacher, mask, "forward", chunk_size)
+    if beta == 1.0:
+        return full_kl(student, teacher, mask, "reverse", chunk_size)
+    kernel = _FULL_JSD if beta == 0.5 else _generalized_jsd_kernel(beta)
+    return _per_token(kernel, student, teacher, mask, chunk_size)
 
 
 @register_loss("topk_jsd")

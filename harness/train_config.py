@@ -22,6 +22,8 @@ class TrainConfig:
     data_split: str = "train"
     data_limit: Optional[int] = None
     """Use only the first N rows (None: all)."""
+    view: str = "full"
+    """Prompt view the policy sees and trains through (harness.scoring views)."""
     seed: int = 0
     """Seeds Python, NumPy and torch; data order and per-step sampling seeds derive from it."""
 
@@ -101,8 +103,6 @@ class OnlineConfig(TrainConfig):
     """``hf``: transformers' generate on the policy itself (CPU, tests; no weight sync). ``vllm``:
     harness.rollout.vllm on the policy's checkpoint, its weights synced from the trainer before
     every rollout (GPU; the ``gpu`` extra)."""
-    view: str = "full"
-    """Prompt view the policy sees (harness.models views); VOLD's training data is text-only."""
     reward: str = "math"
     """Reward function name (methods.grpo.rewards.REWARDS)."""
 

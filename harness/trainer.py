@@ -2,9 +2,14 @@
 -> several optimizer mini-batches) and the SFT loop, with checkpoint / resume.
 
 A method plugs into the online loop with an :class:`OnlineMethod` (verl's ``core_algos`` split,
-TRL's trainer shape): ``prepare`` adds per-row tensors after rollout and reward (advantages, a
-teacher's log-probs, ...) and ``loss`` maps one micro-batch's policy log-probs to its share of the
-mini-batch loss, dividing by the global ``Normalizers`` (harness.update).
+TRL's trainer shape): it names the policy ``views`` it trains through; ``prepare`` adds per-row
+tensors after rollout and reward (advantages, a teacher's log-probs or hidden states, ...) and
+``loss`` maps one micro-batch's policy forward (one :class:`harness.forward.ViewOutput` per view)
+to its share of the mini-batch loss, dividing by the global ``Normalizers`` (harness.update) —
+one scalar, or several named objectives that ``combine`` turns into the step's gradient. Both
+hooks get the step index (0-based, restored on resume). A method that needs no verifiable
+reward (``needs_reward = False``) runs without a reward function; when one is given its rewards
+are still computed and logged.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from harness.forward import Forward, policy_forward
 from harness.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final, seed_everything
 from harness.distributed import Strategy, make_strategy
 from harness.models import load_model, resolve_dtype, resolve_model_name
@@ -26,7 +32,8 @@ from harness.run_dir import RunDir
 from harness.scoring import token_logprobs
 from harness.train_config import OnlineConfig, TrainConfig
 from harness.types import Sample, SamplingParams, Trajectories
-from harness.update import LossFn, Normalizers, accumulate_update, reduce_floats, select_rows, split_rows
+from harness.update import (Grads, LossFn, Normalizers, Objective, accumulate_update, reduce_floats, select_rows,
+                            split_rows, sum_objectives)
 
 StepFn = Callable[[int, list[Sample]], dict[str, float]]
 """(step index from 0, this rank's samples of the step) -> metrics."""
@@ -170,22 +177,39 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, load_data: Callable[[
 
 
 class OnlineMethod:
-    """A method's hooks into the online loop. Subclass and override ``prepare`` / ``loss``."""
+    """A method's hooks into the online loop. Subclass and override ``prepare`` / ``loss``
+    (and ``views``, ``combine``, ``needs_reward`` where the method differs)."""
+
+    needs_reward: bool = True
+    """False for methods whose loss uses no verifiable reward (on-policy distillation)."""
 
     def __init__(self, cfg: OnlineConfig):
         self.cfg = cfg
 
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The policy views the loss trains through, one forward each per micro-batch (default:
+        the view the policy samples from)."""
+        return (self.cfg.view,)
+
     def setup(self, ctx: Context) -> None:
         """Once, before the first step (load a teacher or a reference model here)."""
 
-    def prepare(self, traj: Trajectories, ctx: Context) -> dict[str, float]:
-        """After rollout and reward, before the updates: add per-row tensors to ``traj.extras``
-        (advantages, teacher log-probs, ...). Returns metrics to log."""
+    def prepare(self, traj: Trajectories, ctx: Context, step: int) -> dict[str, float]:
+        """After rollout and reward, before the updates of step ``step`` (0-based): add per-row
+        tensors to ``traj.extras`` (advantages, teacher log-probs, ...). Returns metrics to log."""
         return {}
 
-    def loss(self, logp: torch.Tensor, mb: Trajectories, norm: Normalizers) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """This micro-batch's share of the mini-batch loss (divide by ``norm``'s global counts)."""
+    def loss(self, fwd: Forward, mb: Trajectories, norm: Normalizers, step: int
+             ) -> tuple[Objective, dict[str, torch.Tensor]]:
+        """This micro-batch's share of the mini-batch loss (divide by ``norm``'s global counts):
+        a scalar, or ``{name: scalar}`` named objectives (see ``combine``). ``fwd[view]`` is the
+        policy's forward under each of ``views``."""
         raise NotImplementedError
+
+    def combine(self, grads: Grads) -> tuple[list[torch.Tensor | None], dict[str, float]]:
+        """Named objectives' full-batch gradients -> the gradient to step on (default: their sum)."""
+        return sum_objectives(grads)
 
 
 RewardFn = Callable[[Trajectories], torch.Tensor]
@@ -204,33 +228,41 @@ def policy_logprobs(ctx: Context, traj: Trajectories, *, grad: bool) -> torch.Te
     """(B, T) fp32 log-probs of ``traj``'s response tokens under the current policy (harness.scoring)."""
     cfg = ctx.cfg
     with autocast(ctx):
-        return token_logprobs(ctx.policy, traj, getattr(cfg, "view", "full"), grad=grad,
-                              micro_batch_size=cfg.micro_batch_size).float()
+        return token_logprobs(ctx.policy, traj, cfg.view, grad=grad, micro_batch_size=cfg.micro_batch_size).float()
+
+
+def forward_fn(ctx: Context, views: tuple[str, ...]) -> Callable[[Trajectories], Forward]:
+    """The update's policy forward: one pass per view, with grad, under the config's autocast."""
+    return lambda mb: policy_forward(ctx.policy, mb, views, grad=True, autocast=lambda: autocast(ctx))
 
 
 def default_engine(ctx: Context) -> Any:
     """The configured rollout engine: transformers' ``generate`` on the policy itself (shares its
     weights: no sync needed), or vLLM on the policy's checkpoint (weights synced every step)."""
-    view = getattr(ctx.cfg, "view", "full")
-    if getattr(ctx.cfg, "rollout_engine", "hf") == "vllm":
+    cfg: OnlineConfig = ctx.cfg  # type: ignore[assignment]
+    if cfg.rollout_engine == "vllm":
         from harness.rollout.vllm import VLLMRolloutEngine
 
-        return VLLMRolloutEngine(ctx.policy.path, dtype=getattr(ctx.cfg, "dtype", "bfloat16"), view=view,
-                                 seed=ctx.cfg.seed, progress=ctx.strategy.is_main)
-    return HFRolloutEngine(ctx.policy, batch_size=getattr(ctx.cfg, "rollout_batch_size", 8), view=view,
+        return VLLMRolloutEngine(ctx.policy.path, dtype=cfg.dtype, view=cfg.view, seed=cfg.seed,
+                                 progress=ctx.strategy.is_main)
+    return HFRolloutEngine(ctx.policy, batch_size=cfg.rollout_batch_size, view=cfg.view,
                            progress=ctx.strategy.is_main)
 
 
-def online_step_builder(method: OnlineMethod, reward_fn: RewardFn,
+def online_step_builder(method: OnlineMethod, reward_fn: RewardFn | None,
                         make_engine: Callable[[Context], Any] = default_engine) -> Callable[[Context], StepFn]:
-    """The online step: rollout -> reward -> (old log-probs) -> ``method.prepare`` -> for each epoch
-    and mini-batch an :func:`harness.update.accumulate_update` with ``method.loss``."""
+    """The online step: rollout -> reward (when a reward function is given) -> (old log-probs)
+    -> ``method.prepare`` -> for each epoch and mini-batch an
+    :func:`harness.update.accumulate_update` with ``method.loss`` on the method's views."""
+    if reward_fn is None and method.needs_reward:
+        raise ValueError(f"{type(method).__name__} needs a verifiable reward: set `reward` in the config")
 
     def build(ctx: Context) -> StepFn:
         cfg: OnlineConfig = ctx.cfg  # type: ignore[assignment]
         engine = make_engine(ctx)
         method.setup(ctx)
         model = ctx.policy.model
+        forward = forward_fn(ctx, method.views)
 
         def step(i: int, samples: list[Sample]) -> dict[str, float]:
             seed = step_seed(cfg.seed, i, ctx.strategy.rank)
@@ -243,26 +275,28 @@ def online_step_builder(method: OnlineMethod, reward_fn: RewardFn,
             with autocast(ctx):
                 traj = engine.generate(samples, sampling)
             t_gen = time.perf_counter() - t0
-            traj.rewards = reward_fn(traj).to(torch.float32).to(traj.response_ids.device)
+            if reward_fn is not None:
+                traj.rewards = reward_fn(traj).to(torch.float32).to(traj.response_ids.device)
             if cfg.recompute_old_logp:
                 with torch.no_grad():
                     traj.old_logp = policy_logprobs(ctx, traj, grad=False).detach()
             with autocast(ctx):
-                metrics = dict(method.prepare(traj, ctx))
+                metrics = dict(method.prepare(traj, ctx, i))
             model.train()
             updates: list[dict[str, float]] = []
             for _ in range(cfg.ppo_epochs):
                 for idx in split_rows(len(traj), cfg.mini_batches_per_step):
-                    mb = select_rows(traj, idx)
                     updates.append(accumulate_update(
-                        model, ctx.optimizer, ctx.strategy, mb, lambda m: policy_logprobs(ctx, m, grad=True),
-                        method.loss, cfg.micro_batch_size, cfg.max_grad_norm,
-                        max_len=cfg.max_new_tokens))
+                        model, ctx.optimizer, ctx.strategy, select_rows(traj, idx), forward,
+                        lambda fwd, mb, norm: method.loss(fwd, mb, norm, i), cfg.micro_batch_size,
+                        cfg.max_grad_norm, max_len=cfg.max_new_tokens, combine=method.combine))
             model.eval()
-            summary = reduce_floats(ctx.strategy, [float(traj.rewards.sum()), float(len(traj)),
-                                                   float(traj.response_mask.sum())], "sum")
-            metrics["reward_mean"] = float(summary[0] / summary[1])
-            metrics["response_length"] = float(summary[2] / summary[1])
+            rewards = traj.rewards
+            summary = reduce_floats(ctx.strategy, [float(len(traj)), float(traj.response_mask.sum()),
+                                                   float(rewards.sum()) if rewards is not None else 0.0], "sum")
+            metrics["response_length"] = float(summary[1] / summary[0])
+            if rewards is not None:
+                metrics["reward_mean"] = float(summary[2] / summary[0])
             for k in updates[0]:
                 metrics[k] = sum(u[k] for u in updates) / len(updates)
             metrics["loss_first_update"] = updates[0]["loss"]
@@ -279,17 +313,18 @@ def online_step_builder(method: OnlineMethod, reward_fn: RewardFn,
 
 
 def sft_step_builder(encode: Callable[[Context, list[Sample]], Trajectories], loss_fn: LossFn) -> Callable[[Context], StepFn]:
-    """The SFT step: encode (prompt, target response) rows into trajectories, one accumulated update."""
+    """The SFT step: encode (prompt, target response) rows into trajectories, one accumulated
+    update; ``loss_fn`` gets the policy's forward under ``cfg.view``."""
 
     def build(ctx: Context) -> StepFn:
         cfg = ctx.cfg
         model = ctx.policy.model
+        forward = forward_fn(ctx, (cfg.view,))
 
         def step(i: int, samples: list[Sample]) -> dict[str, float]:
             batch = encode(ctx, samples)
             model.train()
-            out = accumulate_update(model, ctx.optimizer, ctx.strategy, batch,
-                                    lambda m: policy_logprobs(ctx, m, grad=True), loss_fn,
+            out = accumulate_update(model, ctx.optimizer, ctx.strategy, batch, forward, loss_fn,
                                     cfg.micro_batch_size, cfg.max_grad_norm)
             model.eval()
             return out

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 
 from harness.distributed import DeepSpeedZeRO, FSDP, Strategy, TorchDDP, make_strategy
 from harness.update import accumulate_update, select_rows
-from trainer_helpers import fixed_batch, logp_of, tiny_lm
+from trainer_helpers import fixed_batch, forward_of, logp_of, tiny_lm
 
 AGGS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 MAX_LEN = 7  # the length budget of seq-mean-token-sum-norm (= fixed_batch's T)
@@ -30,7 +30,20 @@ SFT_RUN = {"steps": 3, "save_every": 2}
 def grpo_loss(agg: str):
     from methods.grpo.trainer import GRPO, GRPOConfig
 
-    return GRPO(GRPOConfig(data="unused", loss_agg=agg)).loss
+    method = GRPO(GRPOConfig(data="unused", loss_agg=agg))
+    return lambda fwd, mb, norm: method.loss(fwd, mb, norm, 0)
+
+
+def named_grpo_loss(agg: str):
+    """The GRPO loss split into two named objectives (0.25 + 0.75 of it): with the default
+    ``combine`` (the sum) the update must be exactly the one-objective update."""
+    loss = grpo_loss(agg)
+
+    def named(fwd, mb, norm):
+        value, stats = loss(fwd, mb, norm)
+        return {"quarter": 0.25 * value, "rest": 0.75 * value}, stats
+
+    return named
 
 
 def reference_grad(agg: str) -> dict[str, torch.Tensor]:
@@ -45,14 +58,15 @@ def reference_grad(agg: str) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def update_delta(agg: str, micro: int, strategy: Strategy, rows: torch.Tensor | None = None) -> tuple[dict, float]:
+def update_delta(agg: str, micro: int, strategy: Strategy, rows: torch.Tensor | None = None,
+                 named: bool = False) -> tuple[dict, float]:
     """Weight change (= -grad) of one accumulate_update with SGD(lr=1), and the reported loss."""
     model, batch = tiny_lm(), fixed_batch()
     if rows is not None:
         batch = select_rows(batch, rows)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    out = accumulate_update(model, opt, strategy, batch, lambda mb: logp_of(model, mb), grpo_loss(agg),
+    out = accumulate_update(model, opt, strategy, batch, forward_of(model), (named_grpo_loss if named else grpo_loss)(agg),
                             micro_batch_size=micro, max_grad_norm=None, max_len=MAX_LEN)
     return {n: before[n] - p.detach() for n, p in model.named_parameters()}, out["loss"]
 
@@ -67,9 +81,10 @@ def test_micro_batch_split_does_not_change_the_gradient(agg):
     ref = reference_grad(agg)
     losses_seen = []
     for micro in (8, 3, 1):  # whole, uneven pieces, one row at a time
-        delta, loss = update_delta(agg, micro, Strategy("cpu"))
-        assert_same(delta, ref, f"{agg}, micro-batch {micro}")
-        losses_seen.append(loss)
+        for named in (False, True):
+            delta, loss = update_delta(agg, micro, Strategy("cpu"), named=named)
+            assert_same(delta, ref, f"{agg}, micro-batch {micro}, named objectives {named}")
+            losses_seen.append(loss)
     assert max(losses_seen) - min(losses_seen) < 1e-6
 
 
@@ -91,6 +106,7 @@ def _dp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     for agg in AGGS:
         for micro in (2, 8):
             results[(agg, micro)] = update_delta(agg, micro, strategy, rows)
+        results[(agg, "named")] = update_delta(agg, 2, strategy, rows, named=True)
     t = torch.tensor([float(rank + 1)])
     strategy.all_reduce(t)
     results["all_reduce"] = t
@@ -124,6 +140,10 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(two_process_r
                 delta, loss = r[(agg, micro)]
                 assert_same(delta, single, f"{agg}, 2 processes, micro-batch {micro}")
                 assert abs(loss - single_loss) < 1e-6, (agg, micro, loss, single_loss)
+        for r in (r0, r1):  # named objectives: buffers all-reduced, then combined
+            delta, loss = r[(agg, "named")]
+            assert_same(delta, single, f"{agg}, 2 processes, named objectives")
+            assert abs(loss - single_loss) < 1e-6
 
 
 def test_local_normalisation_would_have_been_caught():
@@ -131,14 +151,14 @@ def test_local_normalisation_would_have_been_caught():
     (the bug) gives a different gradient when accumulated, so the checks above can fail."""
     from harness import losses
 
-    def local_loss(lp, mb, norm):
-        return losses.policy_loss(lp, mb.old_logp, mb.extras["advantages"], mb.response_mask,
+    def local_loss(fwd, mb, norm):
+        return losses.policy_loss(fwd["full"].logp, mb.old_logp, mb.extras["advantages"], mb.response_mask,
                                   clip_low=0.2, clip_high=0.3, agg="token-mean")
 
     model, batch = tiny_lm(), fixed_batch()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     accumulate_update(model, torch.optim.SGD(model.parameters(), lr=1.0), Strategy("cpu"), batch,
-                      lambda mb: logp_of(model, mb), local_loss, micro_batch_size=1, max_grad_norm=None)
+                      forward_of(model), local_loss, micro_batch_size=1, max_grad_norm=None)
     delta = {n: before[n] - p.detach() for n, p in model.named_parameters()}
     ref = reference_grad("token-mean")
     assert any(not torch.allclose(delta[n], ref[n], atol=1e-6) for n in ref)

@@ -50,7 +50,7 @@ def test_teacher_scores_the_students_tokens_from_the_text_only_view(student, rol
     ctx = ctx_for(student, cfg)
     method.setup(ctx)
     assert method.teacher is not None and not method.teacher.is_vlm
-    method.prepare(rollouts, ctx)
+    method.prepare(rollouts, ctx, 0)
     got = rollouts.extras["teacher_logp"]
     teacher = method.teacher
     for row in range(len(rollouts)):
@@ -79,7 +79,7 @@ def test_the_text_only_teacher_cannot_be_given_the_image(student, rollouts):
     ctx = ctx_for(student, cfg)
     method.setup(ctx)
     with pytest.raises(ValueError, match="text-only model"):
-        method.prepare(rollouts, ctx)
+        method.prepare(rollouts, ctx, 0)
 
 
 def test_a_teacher_with_another_vocabulary_is_refused(student, tmp_path):
@@ -98,12 +98,13 @@ def test_beta_zero_loads_no_teacher_and_gives_the_grpo_loss(student, rollouts):
     vold.setup(ctx)
     grpo.setup(ctx)
     assert vold.teacher is None
-    vold.prepare(rollouts, ctx)
+    vold.prepare(rollouts, ctx, 0)
     norm = Normalizers(global_tokens=float(rollouts.response_mask.sum()), global_seqs=float(len(rollouts)))
     logp = (rollouts.old_logp + 0.05 * torch.randn(rollouts.old_logp.shape)).requires_grad_(True)
-    lv, _ = vold.loss(logp, rollouts, norm)
+    fwd = {"full": SimpleNamespace(logp=logp)}
+    lv, _ = vold.loss(fwd, rollouts, norm, 0)
     (gv,) = torch.autograd.grad(lv, logp)
-    lg, _ = grpo.loss(logp, rollouts, norm)
+    lg, _ = grpo.loss(fwd, rollouts, norm, 0)
     (gg,) = torch.autograd.grad(lg, logp)
     assert torch.equal(lv, lg) and torch.equal(gv, gg)
 
@@ -115,13 +116,13 @@ def test_full_vocabulary_kl_runs_on_the_model(student, rollouts):
     method = VOLD(cfg)
     ctx = ctx_for(student, cfg)
     method.setup(ctx)
-    method.prepare(rollouts, ctx)
+    method.prepare(rollouts, ctx, 0)
     assert rollouts.extras["teacher_hidden"].shape[:2] == rollouts.response_ids.shape
-    from harness.scoring import token_logprobs
+    from harness.forward import policy_forward
 
-    logp = token_logprobs(student, rollouts, "full", grad=True)
+    fwd = policy_forward(student, rollouts, method.views)
     norm = Normalizers(global_tokens=float(rollouts.response_mask.sum()), global_seqs=float(len(rollouts)))
-    loss, stats = method.loss(logp, rollouts, norm)
+    loss, stats = method.loss(fwd, rollouts, norm, 0)
     assert float(stats["kl_token_mean"]) > 0
     student.model.zero_grad()
     loss.backward()

@@ -32,6 +32,19 @@ def logp_of(model: torch.nn.Module, traj: Trajectories) -> torch.Tensor:
     return lp * traj.response_mask
 
 
+class LogpOnly:
+    """A stand-in ``harness.forward.ViewOutput`` carrying only the log-probs (enough for losses
+    on sampled tokens)."""
+
+    def __init__(self, logp: torch.Tensor):
+        self.logp = logp
+
+
+def forward_of(model: torch.nn.Module, view: str = "full"):
+    """An update ``forward_fn`` for ``model``: {view: log-probs of the micro-batch}."""
+    return lambda mb: {view: LogpOnly(logp_of(model, mb))}
+
+
 def fixed_batch(seed: int = 0, groups: int = 4, n: int = 2, P: int = 4, T: int = 7) -> Trajectories:
     """Rows of varied response lengths (1..T) and prompt lengths, random advantages, and old
     log-probs perturbed so that importance ratios spread over and beyond the clip range."""

@@ -42,6 +42,9 @@ class GRPOConfig(OnlineConfig):
     """VOLD Eq. 2: eps_lower = 0.2 ("following DAPO", arXiv 2503.14476)."""
     clip_high: float = 0.3
     """VOLD Eq. 2: eps_upper = 0.3 (DAPO clip-higher)."""
+    ratio_level: Literal["token", "sequence", "sequence-sum"] = "token"
+    """Importance ratio (harness.losses.policy_loss): per token (DAPO / verl; VOLD V3's reading),
+    GSPO's length-normalised sequence ratio, or the whole-sequence ratio of VOLD Eq. 2 as written."""
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = "token-mean"
     """Token-level ratio and token-mean aggregation (DAPO / verl; VOLD ambiguities V3, V4)."""
     kl_coef: float = 0.0

@@ -15,6 +15,7 @@ import torch
 from harness import losses
 from harness.models import load_model
 from harness.scoring import token_logprobs
+from harness.forward import Forward
 from harness.trainer import Context, OnlineMethod, RewardFn, online_step_builder, run_training
 from harness.types import Trajectories
 from harness.update import Normalizers
@@ -32,7 +33,7 @@ class GRPO(OnlineMethod):
             self.ref = load_model(ctx.policy.path, dtype=self.cfg.dtype, device=ctx.strategy.device,
                                   trainable=False)
 
-    def prepare(self, traj: Trajectories, ctx: Context) -> dict[str, float]:
+    def prepare(self, traj: Trajectories, ctx: Context, step: int) -> dict[str, float]:
         cfg = self.cfg
         assert traj.rewards is not None
         traj.extras["advantages"] = losses.group_advantages(
@@ -49,11 +50,14 @@ class GRPO(OnlineMethod):
             flat[gid] = bool((r == r[0]).all())
         return {"groups_flat_frac": float(flat[g.unique()].float().mean())}
 
-    def loss(self, logp: torch.Tensor, mb: Trajectories, norm: Normalizers) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, fwd: Forward, mb: Trajectories, norm: Normalizers, step: int
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
+        logp = fwd[cfg.view].logp
         glob = dict(global_tokens=norm.global_tokens, global_seqs=norm.global_seqs, max_len=norm.max_len)
-        pg, stats = losses.policy_loss(logp, mb.old_logp, mb.extras["advantages"], mb.response_mask,
-                                       clip_low=cfg.clip_low, clip_high=cfg.clip_high, agg=cfg.loss_agg, **glob)
+        pg, stats = losses.get_loss("policy_loss")(
+            logp, mb.old_logp, mb.extras["advantages"], mb.response_mask, clip_low=cfg.clip_low,
+            clip_high=cfg.clip_high, agg=cfg.loss_agg, ratio_level=cfg.ratio_level, **glob)
         stats = {f"pg_{k}": v for k, v in stats.items()}
         total = pg
         if cfg.kl_coef > 0:

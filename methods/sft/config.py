@@ -34,8 +34,6 @@ class SFTConfig(TrainConfig):
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = "token-mean"
     """VOLD Eq. 4 sums over response tokens; its normalisation is unstated (V13): token-mean
     over the whole batch, as TRL's SFTTrainer does."""
-    view: str = "full"
-    """Prompt view (harness.models views); VOLD's SFT data is text-only."""
     micro_batch_size: int = 4
     save_every: int = 500
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from harness import losses
+from harness.forward import Forward
 from harness.scoring import render_prompt
 from harness.trainer import Context, run_training, sft_step_builder
 from harness.types import Sample, Trajectories
@@ -48,11 +49,11 @@ def encode_sft(ctx: Context, samples: list[Sample]) -> Trajectories:
                         texts=[s.response or "" for s in samples])
 
 
-def make_sft_loss(agg: str):
-    def sft_loss(logp: torch.Tensor, mb: Trajectories, norm: Normalizers) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def make_sft_loss(agg: str, view: str = "full"):
+    def sft_loss(fwd: Forward, mb: Trajectories, norm: Normalizers) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """VOLD Eq. 4: -log pi_theta(y*_t | q, y*_<t) on response tokens, aggregated by ``agg``
         over the whole batch (global normalisers)."""
-        nll = losses.agg_loss(-logp, mb.response_mask, agg, global_tokens=norm.global_tokens,
+        nll = losses.agg_loss(-fwd[view].logp, mb.response_mask, agg, global_tokens=norm.global_tokens,
                               global_seqs=norm.global_seqs, max_len=norm.max_len)
         return nll, {}
     return sft_loss
@@ -65,5 +66,5 @@ def load_sft_rows(cfg: SFTConfig) -> list[Sample]:
 def train(cfg: SFTConfig, out_dir: str | Path, *, stop_after: int | None = None, **hooks: Any) -> Path | None:
     """Run (or resume) SFT into ``out_dir``; returns the final model directory."""
     return run_training(cfg, out_dir, load_data=lambda: load_sft_rows(cfg),
-                        build_step=sft_step_builder(encode_sft, make_sft_loss(cfg.loss_agg)),
+                        build_step=sft_step_builder(encode_sft, make_sft_loss(cfg.loss_agg, cfg.view)),
                         samples_per_step=cfg.batch_size, stop_after=stop_after, desc="sft", **hooks)

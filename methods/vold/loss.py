@@ -90,7 +90,7 @@ def distillation_term(kl_tokens: Tensor, rewards: Tensor, mask: Tensor, *, maske
 def vold_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, rewards: Tensor, mask: Tensor, *,
               beta: float, teacher_logp: Optional[Tensor] = None, kl_tokens: Optional[Tensor] = None,
               masked: bool = True, estimator: str = "k2", clip_low: float = 0.2, clip_high: float = 0.3,
-              agg: str = "token-mean", kl_agg: str = "token-mean", kl_norm: str = "all-tokens",
+              agg: str = "token-mean", ratio_level: str = "token", kl_agg: str = "token-mean", kl_norm: str = "all-tokens",
               global_tokens: Number = None, global_seqs: Number = None, max_len: Optional[int] = None,
               kl_global_tokens: Number = None, kl_global_seqs: Number = None
               ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -106,7 +106,7 @@ def vold_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, rewards: Tenso
     value) and ``kl_token_mean`` (mean divergence over all valid tokens, unmasked; detached).
     """
     pg, pg_stats = losses.policy_loss(logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high,
-                                      agg=agg, global_tokens=global_tokens, global_seqs=global_seqs,
+                                      agg=agg, ratio_level=ratio_level, global_tokens=global_tokens, global_seqs=global_seqs,
                                       max_len=max_len)
     stats = {f"pg_{k}": v for k, v in pg_stats.items()}
     if beta == 0:

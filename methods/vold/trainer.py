@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from harness import losses
+from harness.forward import Forward
 from harness.models import resolve_model_name
 from harness.trainer import Context, online_step_builder, run_training
 from harness.types import Trajectories
@@ -23,7 +24,7 @@ from harness.update import Normalizers, reduce_floats, split_rows
 from methods.grpo.data import load_prompts
 from methods.grpo.trainer import GRPO
 from methods.vold.config import VOLDConfig
-from methods.vold.loss import FULL_ESTIMATORS, vold_loss
+from methods.vold.loss import FULL_ESTIMATORS, kl_weights, vold_loss
 from methods.vold.rewards import make_reward_fn
 from methods.vold.validation import with_validation
 
@@ -33,7 +34,6 @@ class VOLD(GRPO):
 
     def setup(self, ctx: Context) -> None:
         super().setup(ctx)
-        self.ctx = ctx
         self.teacher = None
         self.teacher_weight: torch.Tensor | None = None
         if self.cfg.beta > 0:
@@ -43,10 +43,10 @@ class VOLD(GRPO):
     def full_vocab(self) -> bool:
         return self.cfg.kl_estimator in FULL_ESTIMATORS
 
-    def prepare(self, traj: Trajectories, ctx: Context) -> dict[str, float]:
+    def prepare(self, traj: Trajectories, ctx: Context, step: int) -> dict[str, float]:
         from harness.scoring import response_hidden_states, token_logprobs
 
-        metrics = super().prepare(traj, ctx)
+        metrics = super().prepare(traj, ctx, step)
         cfg = self.cfg
         if self.teacher is None:
             return metrics
@@ -59,7 +59,7 @@ class VOLD(GRPO):
             traj.extras["teacher_logp"] = token_logprobs(self.teacher, traj, cfg.teacher_view, grad=False,
                                                          micro_batch_size=mbs).detach()
         assert traj.rewards is not None
-        failed = 1.0 - traj.rewards.float() if cfg.kl_mask else torch.ones_like(traj.rewards.float())
+        failed = kl_weights(traj.rewards, cfg.kl_mask)
         if cfg.kl_mask_norm == "failed-tokens":
             self._failed_counts(traj, failed, ctx)
         metrics["kl_active_frac"] = float(failed.mean())
@@ -84,23 +84,24 @@ class VOLD(GRPO):
         dev = traj.response_ids.device
         traj.extras["kl_den_tokens"], traj.extras["kl_den_seqs"] = tokens.to(dev), seqs.to(dev)
 
-    def kl_tokens(self, mb: Trajectories) -> torch.Tensor:
-        """Full-vocabulary KL per token between the student (recomputed with grad) and the teacher."""
-        from harness.scoring import response_hidden_states
-
-        hidden, weight = response_hidden_states(self.ctx.policy, mb, self.cfg.view, grad=True)
+    def kl_tokens(self, fwd: Forward, mb: Trajectories) -> torch.Tensor:
+        """Full-vocabulary KL per token between the student (the update's own forward, with grad)
+        and the teacher (hidden states scored in ``prepare``)."""
         assert self.teacher_weight is not None
-        return losses.full_kl(losses.HiddenHead(hidden, weight),
-                              losses.HiddenHead(mb.extras["teacher_hidden"], self.teacher_weight),
-                              mb.response_mask, FULL_ESTIMATORS[self.cfg.kl_estimator], self.cfg.kl_chunk_size)
+        return losses.get_loss("full_kl")(fwd[self.cfg.view].head,
+                                          losses.HiddenHead(mb.extras["teacher_hidden"], self.teacher_weight),
+                                          mb.response_mask, FULL_ESTIMATORS[self.cfg.kl_estimator],
+                                          self.cfg.kl_chunk_size)
 
-    def loss(self, logp: torch.Tensor, mb: Trajectories, norm: Normalizers) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, fwd: Forward, mb: Trajectories, norm: Normalizers, step: int
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
+        logp = fwd[cfg.view].logp
         beta = cfg.beta if self.teacher is not None else 0.0
         teacher_logp = kl_tokens = None
         if beta > 0:
             if self.full_vocab:
-                kl_tokens = self.kl_tokens(mb)
+                kl_tokens = self.kl_tokens(fwd, mb)
             else:
                 teacher_logp = mb.extras["teacher_logp"]
         kl_den = {}
@@ -111,9 +112,9 @@ class VOLD(GRPO):
         return vold_loss(logp, mb.old_logp, mb.extras["advantages"], mb.rewards, mb.response_mask, beta=beta,
                          teacher_logp=teacher_logp, kl_tokens=kl_tokens, masked=cfg.kl_mask,
                          estimator=cfg.kl_estimator, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
-                         agg=cfg.loss_agg, kl_agg=cfg.kl_agg, kl_norm=cfg.kl_mask_norm,
-                         global_tokens=norm.global_tokens, global_seqs=norm.global_seqs, max_len=norm.max_len,
-                         **kl_den)
+                         agg=cfg.loss_agg, ratio_level=cfg.ratio_level, kl_agg=cfg.kl_agg,
+                         kl_norm=cfg.kl_mask_norm, global_tokens=norm.global_tokens,
+                         global_seqs=norm.global_seqs, max_len=norm.max_len, **kl_den)
 
 
 def load_vold_teacher(cfg: VOLDConfig, student: Any) -> Any:

@@ -1,0 +1,92 @@
+"""The policy's forward pass of one micro-batch, once per view, as the losses consume it.
+
+A method declares the views it trains through (``OnlineMethod.views``: VOLD ``("full",)``, VGS
+``("full", "text_only")``). For each micro-batch the update runs exactly one policy forward per
+view (:func:`policy_forward`, under the trainer's autocast) and hands the method's loss a
+:class:`ViewOutput` per view: the sampled-token log-probs, and from the same graph the final
+hidden states with the lm_head weight (``head``: the chunked full-vocabulary primitives of
+``harness.losses`` take it) and, lazily, per-token entropies. Nothing in a loss runs the model
+again; teacher and reference scoring happen before the update, without gradient.
+
+The log-probs are exactly ``harness.scoring.token_logprobs`` of the same rows (same rendering,
+same collation, same chunked log-softmax): tests/test_policy_forward.py checks values and
+gradients.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from harness import losses
+from harness.models import PolicyBundle
+from harness.scoring import _forward_hidden, logprobs_from_hidden, rendered_contexts
+from harness.types import Trajectories
+
+
+@dataclass
+class ViewOutput:
+    """One policy forward of a micro-batch under one view.
+
+    ``logp`` (B, T) fp32: log-probs of the response tokens, 0 outside the loss mask, with grad.
+    ``hidden`` (B, T, H): final hidden state at each column that predicts a response token (the
+    graph ``logp`` was computed from). ``weight`` (V, H): the lm_head weight. ``mask``: the loss
+    mask (``traj.response_mask``)."""
+
+    logp: Tensor
+    hidden: Tensor
+    weight: Tensor
+    mask: Tensor
+    _entropy: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def head(self) -> losses.HiddenHead:
+        """The student side of ``harness.losses.full_kl`` / ``jsd`` / ``topk_jsd`` / ``entropy``."""
+        return losses.HiddenHead(self.hidden, self.weight)
+
+    def entropy(self, chunk_size: Optional[int] = None, grad: bool = False) -> Tensor:
+        """(B, T) entropy of the policy at every response position (0 outside the mask), computed
+        once per (chunk_size, grad) from the forward's hidden states; detached unless ``grad``."""
+        key = (chunk_size, grad)
+        if key not in self._entropy:
+            head = self.head if grad else losses.HiddenHead(self.hidden.detach(), self.weight.detach())
+            with torch.set_grad_enabled(grad):
+                self._entropy[key] = losses.entropy(head, self.mask, chunk_size)
+        return self._entropy[key]
+
+
+Forward = Mapping[str, ViewOutput]
+"""View name -> that view's output, for one micro-batch."""
+
+
+def view_forward(bundle: PolicyBundle, mb: Trajectories, view: str, *, grad: bool = True) -> ViewOutput:
+    """One forward of ``bundle`` over all rows of ``mb`` under ``view`` (the caller chooses the
+    micro-batch size and the autocast)."""
+    contexts = rendered_contexts(bundle, mb, view)
+    resp, mask = mb.response_ids, mb.response_mask
+    lm_head = bundle.model.get_output_embeddings()
+    with torch.set_grad_enabled(grad):
+        hidden = _forward_hidden(bundle, [contexts[int(g)] for g in mb.group_ids], resp, mask)
+        logp = logprobs_from_hidden(hidden, lm_head, resp, grad=grad)
+        logp = (logp * mask.to(logp.device, logp.dtype)).float()
+    weight = lm_head.weight if grad else lm_head.weight.detach()
+    return ViewOutput(logp=logp, hidden=hidden, weight=weight, mask=mask.to(logp.device))
+
+
+def policy_forward(bundle: PolicyBundle, mb: Trajectories, views: tuple[str, ...], *, grad: bool = True,
+                   autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+                   ) -> dict[str, ViewOutput]:
+    """``{view: view_forward(...)}``, one forward per distinct view, each inside a fresh
+    ``autocast()`` context (the trainer's compute dtype)."""
+    if not views:
+        raise ValueError("a method must train through at least one view")
+    out: dict[str, ViewOutput] = {}
+    for view in views:
+        if view in out:
+            continue
+        with autocast():
+            out[view] = view_forward(bundle, mb, view, grad=grad)
+    return out
