@@ -3,7 +3,7 @@
 Each arm trains the smoke VOLD stage-2 recipe (tiny Qwen2.5-VL student, tiny Qwen3 teacher) for
 a few steps with identical rollout settings; the baseline arm is VOLD with ``beta = 0``, which is
 GRPO exactly (tests/test_vold_loss.py). For every arm it reports the median over the steps after
-the first of the whole step time and of the update part (step minus rollout), and their ratios
+the first of the whole step time and of the part after the rollout (old log-probs, teacher scoring, updates), and their ratios
 to the GRPO arm. The full-vocabulary arms pay for the teacher's forward and the KL over the whole
 vocabulary; before the method seam v2 they also ran a second student forward and backward inside
 the loss, which this benchmark was written to measure.
@@ -69,7 +69,7 @@ def main() -> None:
     lines = [f"Revision {rev} {args.label}".rstrip() + f"; {platform.processor() or platform.machine()}, "
              f"torch threads 1; {args.repeats} repeats x {args.steps} steps, median of steps 2..N; "
              f"{time.strftime('%Y-%m-%d')}", "",
-             "| arm | step s | step / GRPO | update s | update / GRPO |", "|---|---|---|---|---|"]
+             "| arm | step s | step / GRPO | after-rollout s | after-rollout / GRPO |", "|---|---|---|---|---|"]
     for arm, (s, u) in med.items():
         lines.append(f"| {arm} | {s:.3f} | {s / base_step:.2f} | {u:.3f} | {u / base_update:.2f} |")
     text = "\n".join(lines)

@@ -66,8 +66,10 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
     MethodSpec("grpo", "GRPO (arXiv 2402.03300) with DAPO clip, as VOLD Eq. 2", True,
                "Online RL: group-normalised advantages, clipped surrogate, optional reference KL.",
                _trainer("grpo", "GRPOConfig")),
-    MethodSpec("opd", "on-policy distillation (Agarwal et al. 2024, GKD)", False,
-               "Plain on-policy distillation: per-token reverse KL to a teacher on student rollouts."),
+    MethodSpec("opd", "on-policy distillation (REOPOLD Eq. 3; GKD, Agarwal et al. 2024)", True,
+               "Plain on-policy distillation: the teacher scores the student's rollouts in the same context; "
+               "sampled-token reward (stop-gradient or not) or GKD's full-vocabulary KL / JSD.",
+               _trainer("opd", "OPDConfig")),
     MethodSpec("vold_traces", "VOLD (arXiv 2510.23497) §3.2 / §4.1, stage 0", True,
                "A text-only teacher writes SFT traces (length filter, no answer verification).",
                _entry("methods.vold", "train_traces")),

@@ -1,0 +1,93 @@
+"""Plain on-policy distillation losses as pure tensor functions, registered by name in
+``harness.losses.LOSSES`` (``opd/<name>``).
+
+The student samples ``y ~ pi_theta``; the teacher scores the same tokens in the same context.
+With ``lp^S = log pi_theta(y_t | h_t)`` and ``lp^T = log pi_T(y_t | h_t)`` the per-token *reward*
+is ``R_t = lp^T - lp^S`` (REOPOLD Eq. 3; its expectation under the student is minus the reverse
+KL, REOPOLD Eq. 2). Five readings of "minimise KL(pi_theta || pi_T) on the student's samples":
+
+- ``k1-reward``  ``R_t`` detached, used as a per-token advantage in the clipped surrogate
+  (REOPOLD's ``J_RKL^sg``; Thinking Machines' on-policy distillation; verl's
+  ``use_policy_gradient`` distillation). Its expected gradient is the reverse-KL gradient
+  (tests/test_opd.py checks it by Monte Carlo).
+- ``rkl-sampled`` ``-rho_t R_t`` with the gradient through ``R`` as well (REOPOLD's ``J_RKL``, its
+  "RKL" baseline). Same expected gradient, higher variance (REOPOLD Remark 3.1).
+- ``full-rkl``, ``full-fkl``, ``jsd`` — GKD (Agarwal et al. 2024, arXiv 2306.13649) on-policy:
+  the full-vocabulary reverse KL(p || q), forward KL(q || p) and generalised JSD(beta) at every
+  sampled prefix, through ``harness.losses``' chunked primitives (no N x V logits kept).
+
+All of them aggregate with ``harness.losses.agg_loss`` over the mini-batch's global counts.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from harness import losses
+
+Number = Union[int, float, Tensor, None]
+OPD_LOSSES = ("k1-reward", "rkl-sampled", "full-rkl", "full-fkl", "jsd")
+FULL_VOCAB = ("full-rkl", "full-fkl", "jsd")
+
+
+def token_reward(teacher_logp: Tensor, student_logp: Tensor, mask: Tensor) -> Tensor:
+    """``R_t = log pi_T(y_t) - log pi_theta(y_t)`` on the loss mask, 0 elsewhere (REOPOLD Eq. 3)."""
+    valid = mask != 0
+    return torch.where(valid, teacher_logp - student_logp, torch.zeros_like(student_logp))
+
+
+@losses.register_loss("opd/k1-reward")
+def k1_reward_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, mask: Tensor, *,
+                   reward_logp: Optional[Tensor] = None, clip_low: float = 0.2, clip_high: float = 0.2,
+                   agg: str = "token-mean", ratio_level: str = "token", global_tokens: Number = None,
+                   global_seqs: Number = None, max_len: Optional[int] = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """REOPOLD Eq. 3 ``J_RKL^sg`` as a loss: ``policy_loss`` with the per-token advantage
+    ``A_t = sg(lp^T_t - lp^S_t)``, ``lp^S`` the current policy's log-prob (``reward_logp=None``)
+    or the given one (e.g. the sampler's, ``old_logp``). With one update per rollout batch the
+    ratio is 1 and the gradient per token is ``-A_t grad lp^S_t / N``."""
+    student = logp if reward_logp is None else reward_logp
+    adv = token_reward(teacher_logp.detach(), student.detach(), mask)
+    loss, stats = losses.policy_loss(logp, old_logp, adv, mask, clip_low=clip_low, clip_high=clip_high, agg=agg,
+                                     ratio_level=ratio_level, global_tokens=global_tokens,
+                                     global_seqs=global_seqs, max_len=max_len)
+    return loss, {f"pg_{k}": v for k, v in stats.items()}
+
+
+@losses.register_loss("opd/rkl-sampled")
+def rkl_sampled_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, mask: Tensor, *,
+                     agg: str = "token-mean", global_tokens: Number = None, global_seqs: Number = None,
+                     max_len: Optional[int] = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """REOPOLD Eq. 3 ``J_RKL`` as a loss: ``-agg(rho_t R_t)`` with ``rho_t = exp(lp^S - lp^old)``
+    and ``R_t = lp^T - lp^S`` both carrying the gradient (no clip: the paper's RKL baseline)."""
+    valid = mask != 0
+    zero = torch.zeros_like(logp)
+    lp = torch.where(valid, logp, zero)
+    ratio = torch.exp((lp - torch.where(valid, old_logp.detach(), zero)).clamp(-20.0, 20.0))
+    reward = token_reward(teacher_logp.detach(), lp, mask)
+    loss = losses.agg_loss(-ratio * reward, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs,
+                           max_len=max_len)
+    return loss, {}
+
+
+@losses.register_loss("opd/gkd")
+def gkd_loss(student: losses.Side, teacher: losses.Side, mask: Tensor, divergence: str = "full-rkl", *,
+             beta: float = 0.5, chunk_size: Optional[int] = None, agg: str = "token-mean",
+             global_tokens: Number = None, global_seqs: Number = None, max_len: Optional[int] = None
+             ) -> tuple[Tensor, Tensor]:
+    """GKD on the student's own samples (Agarwal et al. 2024, on-policy fraction 1): the
+    per-token full-vocabulary divergence — ``full-rkl`` KL(p || q), ``full-fkl`` KL(q || p), or
+    ``jsd`` JSD(beta) (``harness.losses.jsd``) — aggregated by ``agg``. Returns
+    ``(loss, per-token divergence)``; ``student`` / ``teacher`` are logits or ``HiddenHead``."""
+    if divergence == "full-rkl":
+        per_token = losses.get_loss("full_kl")(student, teacher, mask, "reverse", chunk_size)
+    elif divergence == "full-fkl":
+        per_token = losses.get_loss("full_kl")(student, teacher, mask, "forward", chunk_size)
+    elif divergence == "jsd":
+        per_token = losses.get_loss("jsd")(student, teacher, mask, chunk_size, beta=beta)
+    else:
+        raise ValueError(f"unknown GKD divergence {divergence!r}; expected one of {FULL_VOCAB}")
+    loss = losses.agg_loss(per_token, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs,
+                           max_len=max_len)
+    return loss, per_token
