@@ -104,7 +104,7 @@ class OnlineConfig(TrainConfig):
     view: str = "full"
     """Prompt view the policy sees (harness.models views); VOLD's training data is text-only."""
     reward: str = "math"
-    """Reward function name (methods.grpo.rewards.REWARDS)."""
+    """Reward function name (a key of harness.reward_registry.REWARDS)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -17,6 +17,7 @@ import torch
 
 from harness import losses
 from harness.models import resolve_model_name
+from harness.reward_registry import make_reward_fn
 from harness.trainer import Context, online_step_builder, run_training
 from harness.types import Trajectories
 from harness.update import Normalizers, reduce_floats, split_rows
@@ -24,7 +25,6 @@ from methods.grpo.data import load_prompts
 from methods.grpo.trainer import GRPO
 from methods.vold.config import VOLDConfig
 from methods.vold.loss import FULL_ESTIMATORS, vold_loss
-from methods.vold.rewards import make_reward_fn
 from methods.vold.validation import with_validation
 
 
