@@ -40,6 +40,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from harness.data.prompts import format_prompt
+from harness.jsonl import read_jsonl
 from harness.models import load_model, smoke_model_path
 from harness.rewards import exact_match
 from harness.rollout.hf import HFRolloutEngine
@@ -158,7 +159,7 @@ def main() -> None:
                               "prompts_per_step": 8, "num_generations": 4, "mini_batches_per_step": 1,
                               "micro_batch_size": 16, "max_new_tokens": 16, "rollout_batch_size": 8, "lr": 1e-3,
                               "val_every": 10, "val_max_new_tokens": 16, "save_every": args.rl_steps}, run, "smoke")
-            recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            recs = read_jsonl(run / "metrics.jsonl", torn_tail=True)
             results[arm].append({
                 "reward_last5": statistics.mean(r["reward_mean"] for r in recs[-5:]),
                 "text_acc": accuracy(final, held_text), "visual_acc": accuracy(final, held_vis),

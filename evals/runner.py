@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
+from harness.jsonl import append_jsonl, read_jsonl, repair_torn_tail
 from harness.rollout.base import RolloutEngine
 from harness.types import Sample, SamplingParams
 
@@ -64,20 +64,9 @@ def prompt_hash(sample: Sample) -> str:
 
 
 def read_records(path: Path) -> list[dict]:
-    """Records of a jsonl file; a truncated last line (a crash mid-write) is ignored."""
-    if not path.exists():
-        return []
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    """Records of a jsonl file (none when missing); a truncated last line (a crash mid-write) is
+    ignored, any other bad line raises DataError naming file:line."""
+    return read_jsonl(path, torn_tail=True, missing_ok=True)
 
 
 def make_engine(model: str, engine: str = "hf", *, batch_size: int = 8, device: str = "cpu",
@@ -193,24 +182,21 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
             engine_obj = make_engine(model_name, str(engine), batch_size=batch_size, device=device, dtype=dtype)
         bar = tqdm(total=len(samples), initial=len(samples) - len(pending), desc=name, disable=not progress,
                    unit="sample")
-        _end_with_newline(rec_path)          # a crash mid-write leaves a cut-off last line
-        with open(rec_path, "a", encoding="utf-8") as f:
-            for start in range(0, len(pending), batch_size):
-                chunk = pending[start:start + batch_size]
-                t0 = time.perf_counter()
-                traj = engine_obj.generate(chunk, sampling)  # type: ignore[union-attr]
-                per_sample = (time.perf_counter() - t0) / len(chunk)
-                for g, sample in enumerate(chunk):
-                    responses = list(traj.texts[g * k:(g + 1) * k])
-                    record = score_sample(bench, sample, responses, judge=judge)
-                    record.update({"prompt_hash": hashes[sample.id], "time_s": round(per_sample, 4)})
-                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                    done[sample.id] = record
-                    if on_record:
-                        on_record(record)
-                    bar.update(1)
+        repair_torn_tail(rec_path)          # a crash mid-write leaves a cut-off last line: drop it
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start:start + batch_size]
+            t0 = time.perf_counter()
+            traj = engine_obj.generate(chunk, sampling)  # type: ignore[union-attr]
+            per_sample = (time.perf_counter() - t0) / len(chunk)
+            for g, sample in enumerate(chunk):
+                responses = list(traj.texts[g * k:(g + 1) * k])
+                record = score_sample(bench, sample, responses, judge=judge)
+                record.update({"prompt_hash": hashes[sample.id], "time_s": round(per_sample, 4)})
+                append_jsonl(rec_path, record, fsync=True)
+                done[sample.id] = record
+                if on_record:
+                    on_record(record)
+                bar.update(1)
         bar.close()
         records = [done[s.id] for s in samples]
         summary = summarize(bench, records, settings)
@@ -240,14 +226,6 @@ def score_sample(bench: Benchmark, sample: Sample, responses: list[str], judge: 
         "scores": scores, "correct": correct, "score": sum(scores) / len(scores),
         "extractor": extractor, "meta": {k: v for k, v in sample.meta.items() if _jsonable(v)},
     }
-
-
-def _end_with_newline(path: Path) -> None:
-    if path.exists() and path.stat().st_size:
-        with open(path, "rb+") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
 
 
 def _jsonable(v: Any) -> bool:

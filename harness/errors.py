@@ -9,9 +9,10 @@ __all__ = ["ConfigError", "DataError"]
 class DataError(ValueError):
     """A data row that cannot be used; the message names the source, row and field."""
 
-    def __init__(self, source: str, row: int | str | None, field: str | None, msg: str):
-        self.source, self.row, self.field = source, row, field
-        where = source
+    def __init__(self, source: str, row: int | str | None, field: str | None, msg: str, *,
+                 line: int | None = None):
+        self.source, self.row, self.field, self.line = source, row, field, line
+        where = source if line is None else f"{source}:{line}"  # file:line, as compilers write it
         if row is not None:
             where += f": row {row}"
         if field:

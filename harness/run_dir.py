@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from harness.config import ConfigError, to_dict
+from harness.jsonl import append_jsonl, read_jsonl
 
 COMPLETE = "COMPLETE"
 
@@ -122,25 +123,18 @@ class RunDir:
 
     # ---- metrics
     def log(self, record: dict[str, Any]) -> None:
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(record, default=float) + "\n")
+        append_jsonl(self.metrics_path, record, default=float)
 
     def truncate_metrics(self, after_step: int) -> None:
         """Drop records logged after ``after_step`` (a crash after the last checkpoint); resuming
         logs them again."""
         if not self.metrics_path.is_file():
             return
-        keep = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a crash
-                continue
-            if int(rec.get("step", 0)) <= after_step:
-                keep.append(line)
-        atomic_write_text(self.metrics_path, "".join(k + "\n" for k in keep))
+        keep = [rec for rec in read_jsonl(self.metrics_path, torn_tail=True)  # a crash may cut the last line
+                if int(rec.get("step", 0)) <= after_step]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(rec, default=float, ensure_ascii=False) + "\n"
+                                                         for rec in keep))
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.is_file():
-            return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        """The step records; a last line cut by a crash is left out."""
+        return read_jsonl(self.metrics_path, torn_tail=True, missing_ok=True)

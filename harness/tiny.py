@@ -9,6 +9,8 @@ loaded back through ``harness.models.load_model`` exactly like a hub checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -19,7 +21,9 @@ import torch
 
 TinyKind = Literal["qwen2_5_vl", "qwen3", "qwen3_vl"]
 TINY_KINDS: tuple[str, ...] = ("qwen2_5_vl", "qwen3", "qwen3_vl")
-SMOKE_VERSION = "v1"  # bump when the builders change so stale caches are not reused
+SMOKE_VERSION = "v2"  # bump when the builders or the cache layout change so stale caches are not reused
+# (v2: entries carry COMPLETE_MARKER; v1 entries, which may lack config/weights, are never used)
+COMPLETE_MARKER = ".complete.json"  # written last into a cache entry: lists its files and sizes
 
 # Image sizes kept small so smoke rollouts are fast: 2x2..4x4 merged tokens per image.
 _PATCH = {"qwen2_5_vl": 14, "qwen3_vl": 16}
@@ -130,6 +134,9 @@ def build_tiny_model(kind: str, out_dir: str | Path, *, seed: int = 0, **sizes) 
         bos_token_id=special["<|endoftext|>"], pad_token_id=special["<|endoftext|>"],
         eos_token_id=[special["<|im_end|>"], special["<|endoftext|>"]],
     )
+    # transformers 5 writes config and weights on rank 0 only once torch.distributed is set up
+    # (PreTrainedModel.should_save_on_this_rank); this private build writes them on every rank.
+    model.should_save_on_this_rank = lambda is_main_process: is_main_process
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     if kind != "qwen3":
@@ -143,29 +150,104 @@ def smoke_cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "vlmrepro" / "smoke"
 
 
+def _entry_files(kind: str) -> tuple[str, ...]:
+    """Files a cache entry of ``kind`` must hold (config, weights, tokenizer, image processor)."""
+    files = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+    return files if kind == "qwen3" else (*files, "preprocessor_config.json")
+
+
+def _write_marker(entry: Path, kind: str) -> None:
+    """Record the entry's files and sizes, written last (after everything else is on disk)."""
+    sizes = {}
+    for name in _entry_files(kind):
+        f = entry / name
+        if not f.is_file() or f.stat().st_size == 0:
+            raise RuntimeError(f"building the smoke model {kind!r} left no {name} in {entry}")
+        sizes[name] = f.stat().st_size
+    for f in entry.iterdir():  # the files are on disk before the marker says so
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    tmp = entry / f"{COMPLETE_MARKER}.tmp"
+    tmp.write_text(json.dumps({"kind": kind, "version": SMOKE_VERSION, "files": sizes}, indent=1))
+    os.replace(tmp, entry / COMPLETE_MARKER)
+
+
+def smoke_entry_complete(entry: str | Path, kind: str) -> bool:
+    """Whether ``entry`` is a finished cache entry of ``kind``: its completion marker exists, and
+    every file the marker lists (config, weights, tokenizer, ...) is there with the recorded size."""
+    entry = Path(entry)
+    try:
+        info = json.loads((entry / COMPLETE_MARKER).read_text())
+        files = info["files"]
+        return (info.get("kind") == kind and set(_entry_files(kind)) <= set(files)
+                and all((entry / name).stat().st_size == size for name, size in files.items()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def _cache_lock(root: Path):
+    """An exclusive lock on the cache directory (flock; held per open file, so it also orders
+    threads of one process). Without fcntl (not POSIX) it is a no-op: the rename below still
+    keeps the cache consistent, builders may only duplicate work."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _discard(path: Path) -> None:
+    """Move ``path`` out of the way in one step (so nobody sees it half deleted), then delete it."""
+    trash = Path(tempfile.mkdtemp(prefix=f".trash-{path.name}-", dir=path.parent))
+    try:
+        os.rename(path, trash / path.name)
+    except FileNotFoundError:
+        pass
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def smoke_model_path(kind: str) -> Path:
     """Path of the cached tiny ``kind`` model, built on first use.
 
-    Safe under concurrent builders: each builds into its own temporary directory and renames it
-    into place atomically; a loser of the race discards its copy and uses the winner's.
+    An entry is used only when complete (``smoke_entry_complete``: a marker written last lists
+    the config, weights and tokenizer files with their sizes); an incomplete one (a build that
+    crashed, a copy written by a rank that saved nothing) is discarded and rebuilt. Builders hold
+    a lock on the cache directory, build into a temporary directory and rename it into place, so
+    concurrent callers (threads, processes, ranks of a distributed job) build once and every
+    caller gets a complete entry. The build writes every file whatever the torch.distributed
+    state (transformers' ``save_pretrained`` otherwise writes config and weights on rank 0 only).
     """
     if kind not in TINY_KINDS:
         raise ValueError(f"unknown smoke model kind {kind!r}; known: {', '.join(TINY_KINDS)}")
     root = smoke_cache_root()
     final = root / f"{kind}-{SMOKE_VERSION}"
-    if (final / "config.json").exists():
+    if smoke_entry_complete(final, kind):
         return final
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-{SMOKE_VERSION}-", dir=root))
-    try:
-        build_tiny_model(kind, tmp, seed=TINY_KINDS.index(kind))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+    with _cache_lock(root):
+        if smoke_entry_complete(final, kind):  # built by whoever held the lock before us
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-{SMOKE_VERSION}-", dir=root))
         try:
-            os.rename(tmp, final)  # atomic on one file system; fails if ``final`` exists
-        except OSError:
-            if not (final / "config.json").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            build_tiny_model(kind, tmp, seed=TINY_KINDS.index(kind))
+            _write_marker(tmp, kind)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private
+            if final.exists() and not smoke_entry_complete(final, kind):
+                _discard(final)  # incomplete: never used, replaced
+            try:
+                os.rename(tmp, final)  # atomic on one file system; fails if ``final`` exists
+            except OSError:
+                if not smoke_entry_complete(final, kind):  # a lock-less builder won with a bad copy
+                    raise
+                # the loser discards its copy (below) and uses the winner's
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return final

@@ -104,7 +104,7 @@ class OnlineConfig(TrainConfig):
     harness.rollout.vllm on the policy's checkpoint, its weights synced from the trainer before
     every rollout (GPU; the ``gpu`` extra)."""
     reward: str = "math"
-    """Reward function name (methods.grpo.rewards.REWARDS)."""
+    """Reward function name (a key of harness.reward_registry.REWARDS)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

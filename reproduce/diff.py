@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from evals.stats import bootstrap_ci
+from harness.jsonl import read_jsonl
 
 AGREES, ABOVE, BELOW, NOT_RUN, MISSING = "agrees", "above", "below", "not run", "missing in paper"
 STATUSES = (AGREES, ABOVE, BELOW, NOT_RUN, MISSING)
@@ -112,16 +113,9 @@ _PER_SAMPLE_KEYS = ("correct", "score", "accuracy", "hit")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    recs = []
-    if not Path(path).is_file():
-        return recs
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            try:
-                recs.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by an interrupted run
-                continue
-    return recs
+    """An evaluation's ``records.jsonl`` (none when missing); a last line cut by an interrupted
+    run is left out, any other bad line raises DataError (file:line)."""
+    return read_jsonl(path, torn_tail=True, missing_ok=True)
 
 
 def per_sample_values(records: list[dict[str, Any]], summary_value: Optional[float]) -> Optional[list[float]]:

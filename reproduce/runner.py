@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from harness.jsonl import read_jsonl
 from harness.run_dir import atomic_write_text
 from reproduce.plan import RUNNABLE, Plan, PlannedEval, PlannedStage, benchmark_available
 
@@ -195,16 +196,9 @@ def stage_metrics(plan: Plan, out: Path, stage_dirs: list[str]) -> dict[str, lis
     """``metrics.jsonl`` of each stage that has one (learning curves)."""
     curves = {}
     for d in stage_dirs:
-        path = Path(out) / d / "metrics.jsonl"
-        if path.is_file():
-            recs = []
-            for line in path.read_text().splitlines():
-                try:
-                    recs.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-            if recs:
-                curves[d] = recs
+        recs = read_jsonl(Path(out) / d / "metrics.jsonl", torn_tail=True, missing_ok=True)
+        if recs:
+            curves[d] = recs
     return curves
 
 

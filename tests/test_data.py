@@ -407,7 +407,7 @@ def test_wrong_type_names_file_row_field(tmp_path):
     _raises(["row 0", "'messages.0.content'"], lambda: load_training_set(f, schema="mixture-of-thoughts"))
     good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     f.write_text(json.dumps(good) + '\n{not json\n')
-    _raises([str(f), "row 1", "invalid JSON"], lambda: load_training_set(f, limit=5, schema="mot"))
+    _raises([f"{f}:2", "invalid JSON"], lambda: load_training_set(f, limit=5, schema="mot"))
     f.write_text(json.dumps({"foo": 1}) + "\n")
     _raises([str(f), "row 0", "unrecognised row schema"], lambda: load_training_set(f))
 

@@ -1,7 +1,10 @@
 """Model loading, tiny builders, offline tokenizer, vision freezing, vocabulary checks."""
 from __future__ import annotations
 
+import json
+import os
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,6 +155,70 @@ def test_smoke_model_path_builds_once_even_concurrently(tmp_path, monkeypatch):
     assert load_model(path).model.config.model_type == "qwen3"
     with pytest.raises(ValueError, match="qwen2_5_vl"):
         smoke_model_path("llama")
+
+
+_RANK_WORKER = r"""
+import os, sys, json
+import torch.distributed as dist
+dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+from harness.tiny import build_tiny_model, smoke_entry_complete, smoke_model_path
+own = build_tiny_model("qwen3", sys.argv[1] + f"/own-{dist.get_rank()}")  # every rank writes every file
+path = smoke_model_path("qwen3")
+from harness.models import load_model
+ok = load_model(path).model.config.model_type == "qwen3" and smoke_entry_complete(path, "qwen3")
+dist.barrier()
+print(json.dumps({"path": str(path), "ok": ok, "own": sorted(os.listdir(own))}))
+dist.destroy_process_group()
+"""
+
+
+def test_smoke_cache_is_complete_when_two_ranks_build_it_at_once(tmp_path):
+    """Two ranks of a gloo process group, a cold cache: one complete, loadable entry for both
+    (transformers writes config and weights on rank 0 only; the cache must not depend on it)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cache = tmp_path / "cache"
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "VLMREPRO_CACHE": str(cache), "PYTHONPATH": os.getcwd()}
+        procs.append(subprocess.Popen([sys.executable, "-c", _RANK_WORKER, str(tmp_path)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert results[0]["path"] == results[1]["path"] and all(r["ok"] for r in results)
+    assert all({"config.json", "model.safetensors"} <= set(r["own"]) for r in results)
+    entries = [p.name for p in cache.iterdir()]
+    assert entries == [Path(results[0]["path"]).name]  # no temporary or half-built copies left
+
+
+@pytest.mark.parametrize("damage", ["weights", "marker", "rank1-copy", "truncated"])
+def test_incomplete_cache_entry_is_rebuilt_not_used(tmp_path, monkeypatch, damage):
+    from harness.tiny import COMPLETE_MARKER, smoke_entry_complete
+
+    monkeypatch.setenv("VLMREPRO_CACHE", str(tmp_path))
+    path = smoke_model_path("qwen3")
+    weights = (path / "model.safetensors").read_bytes()
+    if damage == "weights":
+        (path / "model.safetensors").unlink()
+    elif damage == "marker":
+        (path / COMPLETE_MARKER).unlink()
+    elif damage == "truncated":
+        (path / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    else:  # what a rank != 0 used to leave: tokenizer files, no config, no weights, no marker
+        for name in ("config.json", "generation_config.json", "model.safetensors", COMPLETE_MARKER):
+            (path / name).unlink()
+    assert not smoke_entry_complete(path, "qwen3")
+    assert smoke_model_path("qwen3") == path and smoke_entry_complete(path, "qwen3")
+    assert (path / "model.safetensors").read_bytes() == weights  # the same deterministic model
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert load_model(path).model.config.model_type == "qwen3"
 
 
 def test_smoke_models_share_one_vocabulary(tmp_path, monkeypatch):

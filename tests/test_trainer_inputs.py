@@ -180,7 +180,7 @@ def test_registry_lists_methods_and_trains_through_the_common_signature(tmp_path
 
 def test_rewards_on_constructed_trajectories():
     from harness.types import Sample, Trajectories
-    from methods.grpo.rewards import make_reward_fn
+    from harness.reward_registry import make_reward_fn
 
     traj = Trajectories(
         samples=[Sample(id="a", prompt="p", answer="12")], prompt_ids=torch.zeros(3, 1, dtype=torch.long),

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import losses
-from methods.vold.loss import distillation_term, kl_weights, sampled_kl, vold_loss
+from harness.routing import failure_weights
+from methods.vold.loss import distillation_term, sampled_kl, vold_loss
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -166,7 +167,7 @@ def test_k2_expected_gradient_is_the_reverse_kl_gradient(seed, V):
        agg=st.sampled_from(["token-mean", "seq-mean-token-sum"]))
 def test_micro_batch_pieces_sum_to_the_full_batch(seed, pieces, norm, agg):
     logp, old, teacher, adv, r, mask = batch(seed)
-    w = kl_weights(r, True)
+    w = failure_weights(r, True)
     glob = dict(global_tokens=float(mask.sum()), global_seqs=float(len(r)))
     kl_glob = {}
     if norm == "failed-tokens":
@@ -218,8 +219,8 @@ def test_bad_inputs_are_refused():
     logp, old, teacher, adv, r, mask = batch(0)
     with pytest.raises(ValueError, match="do not align"):
         sampled_kl(logp, teacher[:, :-1], mask)
-    with pytest.raises(ValueError, match=r"rewards in \[0, 1\]"):
-        kl_weights(torch.tensor([2.0, 0.0]), masked=True)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        failure_weights(torch.tensor([2.0, 0.0]), masked=True)
     with pytest.raises(ValueError, match="unknown sampled KL estimator"):
         sampled_kl(logp, teacher, mask, "k9")
     assert math.isfinite(float(vold_loss(logp, **kw_of(old, teacher, adv, r, mask, beta=0.1))[0]))

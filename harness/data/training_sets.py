@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterator
 from harness.data.images import decode_image
 from harness.data.prompts import format_prompt
 from harness.errors import DataError
+from harness.jsonl import iter_jsonl
 from harness.types import Sample
 
 __all__ = ["RowContext", "TrainingSetSpec", "TRAINING_SETS", "MAPPERS", "iter_rows", "load_rows",
@@ -259,14 +260,8 @@ def _read_file(path: Path) -> Iterator[tuple[int, Any]]:
         except Exception as e:  # noqa: BLE001 - any arrow error means an unreadable file
             raise DataError(src, None, None, f"not a readable parquet file ({e})") from e
         yield from enumerate(rows)
-    elif path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if line.strip():
-                    try:
-                        yield i, json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(src, i, None, f"invalid JSON ({e})") from e
+    elif path.suffix == ".jsonl":  # an input file: strict, a bad line raises naming file:line
+        yield from enumerate(iter_jsonl(path, objects=False))  # rows may be lists (ORZ)
     else:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from harness.reward_registry import REWARDS, reward_names
 from harness.train_config import OnlineConfig
 
 
@@ -62,17 +63,10 @@ class GRPOConfig(OnlineConfig):
     """Rows per forward/backward; memory only (the loss uses global normalisers)."""
     save_every: int = 10
 
-    @classmethod
-    def reward_names(cls) -> list[str]:
-        """Rewards this config accepts; a subclass whose method adds rewards overrides it."""
-        from methods.grpo.rewards import REWARDS
-
-        return sorted(REWARDS)
-
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.reward not in self.reward_names():
-            raise ValueError(f"reward: unknown reward {self.reward!r} (known: {', '.join(self.reward_names())})")
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward: unknown reward {self.reward!r} (known: {', '.join(reward_names())})")
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -81,7 +75,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Offline CPU smoke run, not a reproduction of anything: a tiny random Qwen2.5-VL
     # (harness.models.smoke_model_path), synthetic prompts (harness.data.synthetic.learnable),
     # a dense synthetic reward a random model can learn (fraction of even token ids,
-    # methods.grpo.rewards), 6-token responses, fp32, lr 1e-2, 2 mini-batches per rollout batch
+    # harness.reward_registry "smoke-even-tokens"), 6-token responses, fp32, lr 1e-2, 2 mini-batches per rollout batch
     # so the importance ratio and the clip act, 12 steps (mean reward 0.48 -> 0.95, ~2 s).
     "smoke": {
         "model": "smoke:qwen2_5_vl",

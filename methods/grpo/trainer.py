@@ -14,6 +14,7 @@ import torch
 
 from harness import losses
 from harness.models import load_model
+from harness.reward_registry import make_reward_fn
 from harness.scoring import token_logprobs
 from harness.forward import Forward
 from harness.trainer import Context, OnlineMethod, RewardFn, online_step_builder, run_training
@@ -21,7 +22,6 @@ from harness.types import Trajectories
 from harness.update import Normalizers
 from methods.grpo.config import GRPOConfig
 from methods.grpo.data import load_prompts
-from methods.grpo.rewards import make_reward_fn
 
 
 class GRPO(OnlineMethod):
@@ -72,7 +72,7 @@ def train(cfg: GRPOConfig, out_dir: str | Path, *, method: GRPO | None = None, r
           stop_after: int | None = None, **hooks: Any) -> Path | None:
     """Run (or resume) ``method`` (default plain GRPO) into ``out_dir``; returns the final model
     directory (None when ``stop_after`` ended the session early). ``reward_fn`` defaults to
-    ``cfg.reward`` from methods.grpo.rewards; ``hooks`` (``load_policy``, ``make_engine``) replace
+    ``cfg.reward`` from harness.reward_registry; ``hooks`` (``load_policy``, ``make_engine``) replace
     the model loader / rollout engine (tests, other engines)."""
     method = method or GRPO(cfg)
     builder_kw = {k: hooks.pop(k) for k in ("make_engine",) if k in hooks}

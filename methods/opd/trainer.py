@@ -13,12 +13,12 @@ import torch
 from harness import losses
 from harness.forward import Forward
 from harness.models import load_teacher, resolve_model_name
+from harness.reward_registry import make_reward_fn
 from harness.scoring import logprobs_from_hidden, response_hidden_states, token_logprobs
 from harness.trainer import Context, OnlineMethod, RewardFn, online_step_builder, run_training
 from harness.types import Trajectories
 from harness.update import Normalizers
 from methods.grpo.data import load_rows, require
-from methods.grpo.rewards import make_reward_fn
 from methods.opd import loss as opd_loss  # noqa: F401  (registers the opd/* losses)
 from methods.opd.config import OPDConfig
 from methods.opd.loss import FULL_VOCAB

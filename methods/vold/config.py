@@ -144,17 +144,7 @@ class VOLDConfig(GRPOConfig):
     """Fixture rows when ``val_source == "smoke"``."""
 
     def __post_init__(self) -> None:
-        from methods.vold.rewards import REWARDS
-
-        requested = self.reward
-        if requested not in REWARDS:
-            raise ValueError(f"reward: unknown reward {requested!r} (known: {', '.join(sorted(REWARDS))})")
-        # GRPOConfig validates against methods.grpo's rewards only; ours extend them.
-        self.reward = "math"
-        try:
-            super().__post_init__()
-        finally:
-            self.reward = requested
+        super().__post_init__()  # validates ``reward`` against harness.reward_registry
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
         if self.beta > 0 and not self.teacher:
@@ -195,7 +185,7 @@ RL_PROFILES: dict[str, dict[str, Any]] = {
     "paper": {},
     # methods.grpo's smoke profile (tiny Qwen2.5-VL, 4 prompts x 5 rollouts, 6-token responses,
     # lr 1e-2, 2 mini-batches) for 8 steps, with a *binary* reward so that Eq. 6's mask acts
-    # (methods.vold.rewards.even_token_majority, ~0.5 at the start), the tiny Qwen3 as the
+    # (harness.reward_registry "smoke-even-majority", ~0.5 at the start), the tiny Qwen3 as the
     # teacher, and Geo3K validation on 4 fixture rows of the geometry3k_val benchmark every 4 steps.
     "smoke": {**GRPO_PROFILES["smoke"], "steps": 8, "reward": "smoke-even-majority", "teacher": "smoke:qwen3",
               "teacher_dtype": "float32", "val_source": "smoke", "val_every": 4, "val_smoke_n": 4,

@@ -22,8 +22,9 @@ import torch
 from torch import Tensor
 
 from harness import losses
+from harness.routing import failure_weights
 
-__all__ = ["KLEstimator", "SAMPLED_ESTIMATORS", "FULL_ESTIMATORS", "KL_NORMS", "sampled_kl", "kl_weights",
+__all__ = ["KLEstimator", "SAMPLED_ESTIMATORS", "FULL_ESTIMATORS", "KL_NORMS", "sampled_kl",
            "distillation_term", "vold_loss"]
 
 KLEstimator = Literal["k2", "k1", "k3", "full_reverse", "full_forward"]
@@ -49,19 +50,6 @@ def sampled_kl(logp: Tensor, teacher_logp: Tensor, mask: Tensor, estimator: str 
     return losses.kl_estimate(logp, teacher_logp.detach(), estimator, mask=mask) * (mask != 0).to(logp.dtype)
 
 
-def kl_weights(rewards: Tensor, masked: bool) -> Tensor:
-    """Per-rollout weight of the distillation term, (B,): ``1 - r`` with reward-guided masking
-    (Eq. 6: only failed rollouts are distilled), else 1 (Eq. 5). Rewards must lie in [0, 1]
-    (VOLD's are binary; a fractional reward gives a soft weight)."""
-    r = rewards.detach().to(torch.float32)
-    if not masked:
-        return torch.ones_like(r)
-    if r.numel() and (r.min() < 0 or r.max() > 1):
-        raise ValueError(f"reward-guided KL masking (Eq. 6) needs rewards in [0, 1], got range "
-                         f"[{float(r.min())}, {float(r.max())}]")
-    return 1.0 - r
-
-
 def distillation_term(kl_tokens: Tensor, rewards: Tensor, mask: Tensor, *, masked: bool = True,
                       agg: str = "token-mean", norm: str = "all-tokens",
                       global_tokens: Number = None, global_seqs: Number = None, max_len: Optional[int] = None
@@ -78,7 +66,7 @@ def distillation_term(kl_tokens: Tensor, rewards: Tensor, mask: Tensor, *, maske
     """
     if norm not in KL_NORMS:
         raise ValueError(f"unknown kl_mask_norm {norm!r}; expected one of {KL_NORMS}")
-    w = kl_weights(rewards, masked).to(kl_tokens.device, kl_tokens.dtype)[:, None]
+    w = failure_weights(rewards, masked).to(kl_tokens.device, kl_tokens.dtype)[:, None]
     glob = dict(global_tokens=global_tokens, global_seqs=global_seqs, max_len=max_len)
     valid = (mask != 0).to(kl_tokens.dtype)
     if norm == "all-tokens":

@@ -23,6 +23,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from harness.jsonl import read_jsonl
 from harness.models import resolve_model_name
 from harness.run_dir import RunDir, atomic_write_text
 from harness.types import Sample, SamplingParams, Trajectories
@@ -122,14 +123,14 @@ def generate_traces(cfg: TracesConfig, out_dir: str | Path, *,
     totals = {"prompts": 0, "kept": 0, "truncated": 0, "dropped_truncated": 0, "dropped_empty": 0}
     lines: list[str] = []
     for k in range(len(chunks)):
-        for line in (parts / f"chunk_{k:06d}.jsonl").read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line)
+        # parts are written whole (atomic_write_text), so they are read strictly
+        for rec in read_jsonl(parts / f"chunk_{k:06d}.jsonl"):
             if "_counts" in rec:
                 totals["prompts"] += rec["prompts"]
                 for key, v in rec["_counts"].items():
                     totals[key] += v
             else:
-                lines.append(line)
+                lines.append(json.dumps(rec, ensure_ascii=False))
     if not lines:
         raise RuntimeError(f"stage 0 kept no trace of {totals['prompts']} prompts ({totals}); "
                            f"raise max_new_tokens or set drop_truncated=false")

@@ -18,14 +18,15 @@ import torch
 from harness import losses
 from harness.forward import Forward
 from harness.models import resolve_model_name
+from harness.routing import failure_weights
+from harness.reward_registry import make_reward_fn
 from harness.trainer import Context, online_step_builder, run_training
 from harness.types import Trajectories
 from harness.update import Normalizers, reduce_floats, split_rows
 from methods.grpo.data import load_prompts
 from methods.grpo.trainer import GRPO
 from methods.vold.config import VOLDConfig
-from methods.vold.loss import FULL_ESTIMATORS, kl_weights, vold_loss
-from methods.vold.rewards import make_reward_fn
+from methods.vold.loss import FULL_ESTIMATORS, vold_loss
 from methods.vold.validation import with_validation
 
 
@@ -59,7 +60,7 @@ class VOLD(GRPO):
             traj.extras["teacher_logp"] = token_logprobs(self.teacher, traj, cfg.teacher_view, grad=False,
                                                          micro_batch_size=mbs).detach()
         assert traj.rewards is not None
-        failed = kl_weights(traj.rewards, cfg.kl_mask)
+        failed = failure_weights(traj.rewards, cfg.kl_mask)
         if cfg.kl_mask_norm == "failed-tokens":
             self._failed_counts(traj, failed, ctx)
         metrics["kl_active_frac"] = float(failed.mean())
