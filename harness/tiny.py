@@ -21,6 +21,14 @@ import torch
 
 TinyKind = Literal["qwen2_5_vl", "qwen3", "qwen3_vl"]
 TINY_KINDS: tuple[str, ...] = ("qwen2_5_vl", "qwen3", "qwen3_vl")
+SMOKE_KINDS: dict[str, tuple[str, dict]] = {
+    **{k: (k, {}) for k in TINY_KINDS},
+    # A tiny Qwen3 whose lm_head is initialised 7.5x wider than the others: sharper next-token
+    # distributions (per-token reverse KL from the tiny student ~1.5 nats instead of ~0.02), so
+    # smoke distillation has a real distance to close.
+    "qwen3_teacher": ("qwen3", {"head_std": 0.15}),
+}
+"""Cached smoke model names (``smoke:<name>``) -> (tiny architecture kind, build options)."""
 SMOKE_VERSION = "v2"  # bump when the builders or the cache layout change so stale caches are not reused
 # (v2: entries carry COMPLETE_MARKER; v1 entries, which may lack config/weights, are never used)
 COMPLETE_MARKER = ".complete.json"  # written last into a cache entry: lists its files and sizes
@@ -111,10 +119,12 @@ def tiny_image_processor(kind: str):
     )
 
 
-def build_tiny_model(kind: str, out_dir: str | Path, *, seed: int = 0, **sizes) -> Path:
+def build_tiny_model(kind: str, out_dir: str | Path, *, seed: int = 0, head_std: float | None = None,
+                     **sizes) -> Path:
     """Build a tiny random ``kind`` model deterministically and ``save_pretrained`` it to ``out_dir``.
 
-    ``sizes`` override the config sizes of ``tiny_config`` (hidden, layers, heads, kv_heads, ...).
+    ``sizes`` override the config sizes of ``tiny_config`` (hidden, layers, heads, kv_heads, ...);
+    ``head_std`` re-draws the lm_head weight from N(0, head_std^2) (sharper distributions).
     """
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
 
@@ -130,6 +140,9 @@ def build_tiny_model(kind: str, out_dir: str | Path, *, seed: int = 0, **sizes) 
     torch.manual_seed(seed)
     auto = AutoModelForCausalLM if kind == "qwen3" else AutoModelForImageTextToText
     model = auto.from_config(config, dtype=torch.float32)
+    if head_std is not None:
+        with torch.no_grad():
+            model.get_output_embeddings().weight.normal_(0.0, head_std)
     model.generation_config = GenerationConfig(
         bos_token_id=special["<|endoftext|>"], pad_token_id=special["<|endoftext|>"],
         eos_token_id=[special["<|im_end|>"], special["<|endoftext|>"]],
@@ -153,7 +166,7 @@ def smoke_cache_root() -> Path:
 def _entry_files(kind: str) -> tuple[str, ...]:
     """Files a cache entry of ``kind`` must hold (config, weights, tokenizer, image processor)."""
     files = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-    return files if kind == "qwen3" else (*files, "preprocessor_config.json")
+    return files if SMOKE_KINDS.get(kind, (kind,))[0] == "qwen3" else (*files, "preprocessor_config.json")
 
 
 def _write_marker(entry: Path, kind: str) -> None:
@@ -224,8 +237,8 @@ def smoke_model_path(kind: str) -> Path:
     caller gets a complete entry. The build writes every file whatever the torch.distributed
     state (transformers' ``save_pretrained`` otherwise writes config and weights on rank 0 only).
     """
-    if kind not in TINY_KINDS:
-        raise ValueError(f"unknown smoke model kind {kind!r}; known: {', '.join(TINY_KINDS)}")
+    if kind not in SMOKE_KINDS:
+        raise ValueError(f"unknown smoke model kind {kind!r}; known: {', '.join(SMOKE_KINDS)}")
     root = smoke_cache_root()
     final = root / f"{kind}-{SMOKE_VERSION}"
     if smoke_entry_complete(final, kind):
@@ -236,7 +249,8 @@ def smoke_model_path(kind: str) -> Path:
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-{SMOKE_VERSION}-", dir=root))
         try:
-            build_tiny_model(kind, tmp, seed=TINY_KINDS.index(kind))
+            arch, options = SMOKE_KINDS[kind]
+            build_tiny_model(arch, tmp, seed=list(SMOKE_KINDS).index(kind), **options)
             _write_marker(tmp, kind)
             os.chmod(tmp, 0o755)  # mkdtemp makes it private
             if final.exists() and not smoke_entry_complete(final, kind):
