@@ -13,6 +13,17 @@ scorer's output refers to the same token ``traj.response_ids[b, t]``.
 Layout of a scoring batch: contexts left-padded to a common length ``P``, responses right-padded
 after them — ``[pad.. context | response ..pad]`` — exactly the layout ``generate`` sees, so the
 hidden state at column ``P - 1 + t`` predicts response token ``t``.
+
+Multi-turn tool rollouts (``harness.rollout.multiturn``): the response part is the whole
+trajectory after the prompt — generated tokens and tool observation tokens — and the model attends
+to all of it (``traj.attention_mask``). Each row's observation images (``traj.response_images``)
+go into ``pixel_values`` / ``image_grid_thw`` right after that row's context images (Qwen-VL
+matches image features to ``<|image_pad|>`` tokens in order over the flattened batch), with
+``mm_token_type_ids`` 1 on their tokens. Log-probs (and hidden states) are returned on the loss
+mask ``traj.response_mask`` only (0 on observation tokens and padding). Observation images keep
+the policy's processing (pixel values and token counts): a scorer whose image processor differs
+(``processor_key``), a text-only model, or a view that drops images (``text_only``) cannot score a
+trajectory with image observations and raises ``ValueError``.
 """
 from __future__ import annotations
 
@@ -128,11 +139,24 @@ def rendered_contexts(bundle: PolicyBundle, traj: Trajectories, view: View) -> l
     return groups
 
 
+def processor_key(bundle: PolicyBundle) -> str | None:
+    """Identifies ``bundle``'s image processor (None for a text-only model): observation images
+    processed by one processor are only valid for scorers with the same key."""
+    if bundle.processor is None:
+        return None
+    return hashlib.sha1(bundle.processor.to_json_string().encode()).hexdigest()[:16]
+
+
 def collate(bundle: PolicyBundle, contexts: list[dict[str, torch.Tensor]],
-            responses: torch.Tensor | None = None, response_mask: torch.Tensor | None = None
-            ) -> tuple[dict[str, Any], int]:
+            responses: torch.Tensor | None = None, response_attention: torch.Tensor | None = None,
+            response_images: list[list[Any]] | None = None) -> tuple[dict[str, Any], int]:
     """Model inputs for rows ``[pad.. context | response ..pad]`` (see the module docstring), and
     the padded context length ``P``.
+
+    ``response_attention`` marks the real response tokens (``traj.attention_mask``: generated and
+    observation tokens); other response positions become padding. ``response_images[r]`` are row
+    ``r``'s observation images (``ObservationImage``), placed after its context images; the
+    ``<|image_pad|>`` tokens among the row's real response tokens get ``mm_token_type_ids`` 1.
 
     Text-only batches get explicit ``position_ids`` (cumulative over the attention mask) so left
     padding does not shift positions; with images the Qwen-VL models compute their 3-D M-RoPE
@@ -152,14 +176,24 @@ def collate(bundle: PolicyBundle, contexts: list[dict[str, torch.Tensor]],
         if "mm_token_type_ids" in c:
             mm_types[r, ctx_len - n:ctx_len] = c["mm_token_type_ids"]
     if responses is not None:
-        mask = response_mask.to(torch.long)
+        mask = response_attention.to(torch.long)
         input_ids[:, ctx_len:] = torch.where(mask.bool(), responses, torch.full_like(responses, pad))
         attention[:, ctx_len:] = mask
+        if response_images is not None and any(response_images):
+            pad_id = token_id(bundle.tokenizer, "<|image_pad|>")
+            mm_types[:, ctx_len:] = ((responses == pad_id) & mask.bool()).long()
     batch: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention}
-    with_images = [c for c in contexts if "pixel_values" in c]
-    if with_images:
-        batch["pixel_values"] = torch.cat([c["pixel_values"] for c in with_images])
-        batch["image_grid_thw"] = torch.cat([c["image_grid_thw"] for c in with_images])
+    pixels, grids = [], []
+    for r, c in enumerate(contexts):
+        if "pixel_values" in c:
+            pixels.append(c["pixel_values"])
+            grids.append(c["image_grid_thw"])
+        for im in (response_images[r] if response_images is not None else []):
+            pixels.append(im.pixel_values)
+            grids.append(im.image_grid_thw)
+    if pixels:
+        batch["pixel_values"] = torch.cat(pixels)
+        batch["image_grid_thw"] = torch.cat(grids)
         if _accepts(bundle.model, "mm_token_type_ids"):
             batch["mm_token_type_ids"] = mm_types
     else:
@@ -188,7 +222,8 @@ def _base_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _check_no_placeholders(bundle: PolicyBundle, responses: torch.Tensor, mask: torch.Tensor) -> None:
-    """A VLM's forward matches image features to placeholder tokens: they cannot occur in a response."""
+    """A VLM's forward matches image features to placeholder tokens: they cannot occur among the
+    tokens the policy generated (``mask``: the loss mask; observation tokens may hold images)."""
     for name in ("<|image_pad|>", "<|video_pad|>"):
         if (tid := token_id(bundle.tokenizer, name)) is not None:
             hits = ((responses == tid) & mask.bool()).nonzero()
@@ -197,16 +232,62 @@ def _check_no_placeholders(bundle: PolicyBundle, responses: torch.Tensor, mask: 
                                  "a VLM cannot score it (rollout engines must suppress placeholder tokens)")
 
 
-def _forward_hidden(bundle: PolicyBundle, contexts: list[dict], responses: torch.Tensor,
-                    response_mask: torch.Tensor) -> torch.Tensor:
-    """Final (normed) hidden states at the columns predicting each response token: (B, T, H)."""
+def _check_observation_images(bundle: PolicyBundle, rows: Trajectories) -> None:
+    """Observation images are only valid for a VLM scorer with the policy's image processor, and
+    their ``<|image_pad|>`` counts must match the tokens the rows hold."""
+    if not rows.response_images or not any(rows.response_images):
+        return
+    if not bundle.is_vlm:
+        raise ValueError(f"{bundle.path!r} is a text-only model and cannot score trajectories with image "
+                         "observations (their <|image_pad|> tokens need the policy's vision inputs)")
+    key = processor_key(bundle)
+    pad_id = token_id(bundle.tokenizer, "<|image_pad|>")
+    valid = rows.attention_mask.bool()
+    for r, images in enumerate(rows.response_images):
+        for im in images:
+            if im.processor_key != key:
+                raise ValueError(f"the image processor of {bundle.path!r} differs from the one that rendered the "
+                                 "trajectories' observation images; their token counts would not align")
+        expected = sum(int(im.n_tokens) for im in images)
+        held = int(((rows.response_ids[r] == pad_id) & valid[r]).sum())
+        if held != expected:
+            raise ValueError(f"row {r}: the response holds {held} observation <|image_pad|> tokens but its "
+                             f"{len(images)} observation images need {expected}")
+
+
+def _forward_hidden(bundle: PolicyBundle, contexts: list[dict], rows: Trajectories) -> torch.Tensor:
+    """Final (normed) hidden states at the columns predicting each response token of ``rows``
+    (a ``Trajectories``, e.g. ``harness.update.select_rows(traj, idx)``; ``contexts[i]`` is the
+    rendered context of row ``i``): (B, T, H). The model attends to ``rows.attention_mask`` (every
+    real response token, observations included) and sees each row's observation images; values at
+    non-generated positions are not meaningful (callers mask with ``rows.response_mask``)."""
     if bundle.is_vlm:
-        _check_no_placeholders(bundle, responses, response_mask)
-    batch, ctx_len = collate(bundle, contexts, responses, response_mask)
+        _check_no_placeholders(bundle, rows.response_ids, rows.response_mask)
+    _check_observation_images(bundle, rows)
+    batch, ctx_len = collate(bundle, contexts, rows.response_ids, rows.attention_mask, rows.response_images)
     batch = _to_device(batch, bundle)
     out = _base_model(bundle.model)(**batch, use_cache=False)
-    t_len = responses.shape[1]
+    t_len = rows.response_ids.shape[1]
     return out.last_hidden_state[:, ctx_len - 1:ctx_len - 1 + t_len]
+
+
+def _drops_images(traj: Trajectories, view: View) -> bool:
+    """Whether ``view`` removes the images of any sample of ``traj`` that has them."""
+    if isinstance(view, str) and "text_only" in [p.strip() for p in view.split("+")]:
+        return True
+    return any(s.images and not apply_view(s, view).images for s in traj.samples)
+
+
+def _check_view(bundle: PolicyBundle, traj: Trajectories, view: View) -> None:
+    if traj.response_images and any(traj.response_images) and _drops_images(traj, view):
+        raise ValueError(f"view {view!r} removes the images, but the trajectories hold image observations "
+                         "(their <|image_pad|> tokens need vision inputs); score them with an image view")
+
+
+def _take_rows(traj: Trajectories, rows: list[int]) -> Trajectories:
+    from harness.update import select_rows  # deferred: harness.update is a trainer module
+
+    return traj if rows == list(range(len(traj))) else select_rows(traj, rows)
 
 
 def logprobs_from_hidden(hidden: torch.Tensor, lm_head: torch.nn.Module, ids: torch.Tensor,
@@ -235,21 +316,22 @@ def _row_groups(traj: Trajectories, micro_batch_size: int | None) -> list[list[i
 
 def token_logprobs(bundle: PolicyBundle, traj: Trajectories, view: View = "full", *, grad: bool = False,
                    micro_batch_size: int | None = None) -> torch.Tensor:
-    """Log-probabilities ``(B, T)`` (fp32, 0 on padding) that ``bundle`` assigns to each response
+    """Log-probabilities ``(B, T)`` (fp32, 0 outside the loss mask ``traj.response_mask``) that ``bundle`` assigns to each response
     token of ``traj`` given the context ``view`` builds, at temperature 1 (the raw distribution).
 
     ``grad=True`` keeps the graph (the policy's loss); otherwise runs under ``torch.no_grad``.
     Rows are processed ``micro_batch_size`` at a time (all at once when None).
     """
+    _check_view(bundle, traj, view)
     contexts = rendered_contexts(bundle, traj, view)
     lm_head = bundle.model.get_output_embeddings()
     pieces = []
     with torch.set_grad_enabled(grad):
         for rows in _row_groups(traj, micro_batch_size):
-            resp, mask = traj.response_ids[rows], traj.response_mask[rows]
-            hidden = _forward_hidden(bundle, [contexts[int(traj.group_ids[r])] for r in rows], resp, mask)
-            logp = logprobs_from_hidden(hidden, lm_head, resp, grad=grad)
-            pieces.append(logp * mask.to(logp.device, logp.dtype))
+            part = _take_rows(traj, rows)
+            hidden = _forward_hidden(bundle, [contexts[int(traj.group_ids[r])] for r in rows], part)
+            logp = logprobs_from_hidden(hidden, lm_head, part.response_ids, grad=grad)
+            pieces.append(logp * part.response_mask.to(logp.device, logp.dtype))
     return torch.cat(pieces)
 
 
@@ -257,14 +339,15 @@ def response_hidden_states(bundle: PolicyBundle, traj: Trajectories, view: View 
                            grad: bool = False, micro_batch_size: int | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(hidden (B, T, H), lm_head weight (V, H))``: the final hidden state at the position that
-    predicts each response token (zeroed on padding), for the chunked full-vocabulary losses
+    predicts each response token (zeroed outside the loss mask), for the chunked full-vocabulary losses
     (``logits = hidden @ weight.T``)."""
+    _check_view(bundle, traj, view)
     contexts = rendered_contexts(bundle, traj, view)
     pieces = []
     with torch.set_grad_enabled(grad):
         for rows in _row_groups(traj, micro_batch_size):
-            resp, mask = traj.response_ids[rows], traj.response_mask[rows]
-            hidden = _forward_hidden(bundle, [contexts[int(traj.group_ids[r])] for r in rows], resp, mask)
-            pieces.append(hidden * mask.to(hidden.device, hidden.dtype)[..., None])
+            part = _take_rows(traj, rows)
+            hidden = _forward_hidden(bundle, [contexts[int(traj.group_ids[r])] for r in rows], part)
+            pieces.append(hidden * part.response_mask.to(hidden.device, hidden.dtype)[..., None])
     weight = bundle.model.get_output_embeddings().weight
     return torch.cat(pieces), (weight if grad else weight.detach())

@@ -53,6 +53,23 @@ class SamplingParams:
 
 
 @dataclass
+class ObservationImage:
+    """An image a tool returned during a multi-turn rollout, as the policy saw it.
+
+    ``pixel_values`` / ``image_grid_thw`` are what the policy's image processor made of ``image``;
+    the response holds ``n_tokens`` ``<|image_pad|>`` tokens for it. ``processor_key`` identifies
+    that processor (``harness.scoring.processor_key``): a scorer with another processor cannot
+    reproduce the token count, and refuses the trajectory.
+    """
+
+    image: Image.Image
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor
+    n_tokens: int
+    processor_key: str
+
+
+@dataclass
 class Trajectories:
     """A batch of sampled responses, ``B = len(samples) * n`` rows, grouped by prompt.
 
@@ -66,7 +83,9 @@ class Trajectories:
     ``response_mask`` is the *loss* mask: 1 on tokens the policy generated (and is trained on).
     ``response_valid`` marks every real token of the response, generated or not (a multi-turn
     tool rollout appends observation tokens that the policy attends to but never trains on);
-    None means it equals ``response_mask`` (single-turn rollouts). Per-row fields (tensors whose
+    None means it equals ``response_mask`` (single-turn rollouts). ``response_images[b]`` are the
+    observation images of row ``b`` in order (``ObservationImage``; None for single-turn rollouts):
+    scorers insert them after the row's context images. Per-row fields (tensors whose
     first dimension is ``B``, lists of length ``B``) are indexed by ``harness.update.select_rows``.
     """
 
@@ -80,6 +99,7 @@ class Trajectories:
     texts: list[str]
     rewards: torch.Tensor | None = None
     response_valid: torch.Tensor | None = None
+    response_images: list[list[ObservationImage]] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

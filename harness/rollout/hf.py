@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, \
+    StoppingCriteriaList
 from transformers.generation.logits_process import (SuppressTokensLogitsProcessor, TemperatureLogitsWarper,
                                                     TopPLogitsWarper)
 
@@ -53,6 +54,24 @@ class _RawLogprobRecorder(LogitsProcessor):
             self._take(last_tokens)
             self.prev_logp = None
         return torch.stack(self.steps, dim=1) if self.steps else torch.zeros((last_tokens.shape[0], 0))
+
+
+class StopOnText(StoppingCriteria):
+    """Stops a row once the decoded text of its last new tokens contains ``stop`` (tokens after
+    column ``start`` only). Works whether ``stop`` is one token or many: the last
+    ``len(stop) + 2`` tokens are decoded each step (every token decodes to at least one character,
+    except partial multi-byte characters, which never complete an ASCII ``stop``)."""
+
+    def __init__(self, tokenizer, stop: str, start: int) -> None:
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.start = start
+        self.window = len(stop) + 2
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        tail = input_ids[:, self.start:][:, -self.window:].tolist()
+        hits = [self.stop in self.tokenizer.decode(row, skip_special_tokens=False) for row in tail]
+        return torch.tensor(hits, dtype=torch.bool, device=input_ids.device)
 
 
 def placeholder_token_ids(tokenizer) -> list[int]:
@@ -107,17 +126,21 @@ class HFRolloutEngine:
         return config, processors, recorder
 
     @torch.no_grad()
-    def _generate_rows(self, contexts: list[dict], sampling: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
-        """Responses (rows, L) and their raw log-probs (rows, L) for left-padded ``contexts``."""
+    def _generate_rows(self, contexts: list[dict], sampling: SamplingParams,
+                       stop: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Responses (rows, L) and their raw log-probs (rows, L) for left-padded ``contexts``;
+        with ``stop``, a row also ends once its new text contains ``stop`` (``StopOnText``)."""
         model = self.bundle.model
         batch, ctx_len = collate(self.bundle, contexts)
         batch = _to_device(batch, self.bundle)
         batch.pop("position_ids", None)  # generate derives positions from the attention mask
         config, processors, recorder = self._generation_config(sampling)
+        criteria = StoppingCriteriaList([StopOnText(self.bundle.tokenizer, stop, ctx_len)] if stop else [])
         saved = model.generation_config
         model.generation_config = GenerationConfig()  # the checkpoint's defaults must not leak in
         try:
-            out = model.generate(**batch, generation_config=config, logits_processor=processors)
+            out = model.generate(**batch, generation_config=config, logits_processor=processors,
+                                 stopping_criteria=criteria)
         finally:
             model.generation_config = saved
         sequences = out if isinstance(out, torch.Tensor) else out.sequences
@@ -140,6 +163,24 @@ class HFRolloutEngine:
             responses.append(resp)
             logps.append(logp)
         return self._assemble(samples, contexts, responses, logps, n)
+
+    def continue_rows(self, contexts: list[dict], images: list[list], sampling: SamplingParams,
+                      stop: str | None, round_index: int) -> list[tuple[list[int], list[float]]]:
+        """One continuation per row of ``contexts`` (rendered extended contexts, see
+        ``harness.rollout.multiturn``): ``(token ids, raw log-probs)`` per row, ending at EOS, at
+        ``sampling.max_new_tokens``, or once the new text contains ``stop``; tokens after a row's
+        end (padding) may follow and are cut by the caller. ``batch_size * sampling.n`` rows per
+        ``generate`` call; chunk ``k`` of round ``r`` is seeded ``seed + k + 1000003 * r`` (round 0
+        seeds like ``generate``). ``images`` are not needed (the contexts carry pixel values)."""
+        per_call = max(1, self.batch_size * sampling.n)
+        out: list[tuple[list[int], list[float]]] = []
+        for k, start in enumerate(range(0, len(contexts), per_call)):
+            with torch.random.fork_rng(devices=[]):
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed + k + 1_000_003 * round_index)
+                resp, logp = self._generate_rows(contexts[start:start + per_call], sampling, stop)
+            out += [(r.tolist(), lp.tolist()) for r, lp in zip(resp, logp)]
+        return out
 
     def _assemble(self, samples: list[Sample], contexts: list[dict], responses: list[torch.Tensor],
                   logps: list[torch.Tensor], n: int) -> Trajectories:

