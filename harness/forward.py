@@ -23,7 +23,7 @@ from torch import Tensor
 
 from harness import losses
 from harness.models import PolicyBundle
-from harness.scoring import _forward_hidden, logprobs_from_hidden, rendered_contexts
+from harness.scoring import _check_view, _forward_hidden, logprobs_from_hidden, rendered_contexts
 from harness.types import Trajectories
 
 
@@ -65,11 +65,12 @@ Forward = Mapping[str, ViewOutput]
 def view_forward(bundle: PolicyBundle, mb: Trajectories, view: str, *, grad: bool = True) -> ViewOutput:
     """One forward of ``bundle`` over all rows of ``mb`` under ``view`` (the caller chooses the
     micro-batch size and the autocast)."""
+    _check_view(bundle, mb, view)
     contexts = rendered_contexts(bundle, mb, view)
     resp, mask = mb.response_ids, mb.response_mask
     lm_head = bundle.model.get_output_embeddings()
     with torch.set_grad_enabled(grad):
-        hidden = _forward_hidden(bundle, [contexts[int(g)] for g in mb.group_ids], resp, mask)
+        hidden = _forward_hidden(bundle, [contexts[int(g)] for g in mb.group_ids], mb)
         logp = logprobs_from_hidden(hidden, lm_head, resp, grad=grad)
         logp = (logp * mask.to(logp.device, logp.dtype)).float()
     weight = lm_head.weight if grad else lm_head.weight.detach()
