@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from evals.validation import benchmark_validator
 from harness.data.prompts import format_prompt
 from harness.jsonl import read_jsonl
 from harness.models import load_model, smoke_model_path
@@ -158,7 +159,8 @@ def main() -> None:
                               "data": str(sets["rl"]), "reward": "boxed-exact", "steps": args.rl_steps,
                               "prompts_per_step": 8, "num_generations": 4, "mini_batches_per_step": 1,
                               "micro_batch_size": 16, "max_new_tokens": 16, "rollout_batch_size": 8, "lr": 1e-3,
-                              "val_every": 10, "val_max_new_tokens": 16, "save_every": args.rl_steps}, run, "smoke")
+                              "val_every": 10, "val_max_new_tokens": 16, "save_every": args.rl_steps}, run, "smoke",
+                             validator=benchmark_validator)
             recs = read_jsonl(run / "metrics.jsonl", torn_tail=True)
             results[arm].append({
                 "reward_last5": statistics.mean(r["reward_mean"] for r in recs[-5:]),
@@ -175,7 +177,7 @@ def main() -> None:
     for arm, rs in results.items():
         print(f"{arm:12s} {ms([100 * r['reward_last5'] for r in rs]):>16s} {ms([r['text_acc'] for r in rs]):>14s} "
               f"{ms([r['visual_acc'] for r in rs]):>14s} {ms([r['geo3k_smoke_acc'] for r in rs]):>14s}")
-    from methods.vold.validation import plot_learning_curves
+    from methods.vold.curves import plot_learning_curves
 
     fig = plot_learning_curves({arm: out / "rl" / f"{arm}-s{args.seeds[0]}" for arm in arms}, out / "fig3_toy.png",
                                title=f"VOLD toy, seed {args.seeds[0]} (Geo3K panel: smoke fixture rows)")

@@ -1,8 +1,10 @@
 """Every training method by name, and the command line all trainers share.
 
-``METHODS[name].train(overrides, out_dir, profile)`` runs (or resumes) a method and returns its
-final model directory (``save_pretrained`` format, loadable with harness.models.load_model); the
-reproduce pipeline calls it. Methods not implemented yet are listed (``implemented=False``) so
+``METHODS[name].train(overrides, out_dir, profile, *, validator=None)`` runs (or resumes) a
+method and returns its final model directory (``save_pretrained`` format, loadable with
+harness.models.load_model); the reproduce pipeline calls it. ``validator`` (a
+harness.validation.ValidatorFactory, e.g. evals.validation.benchmark_validator) is injected by the
+caller and accepted by the methods marked ``validates`` (methods do not import evals). Methods not implemented yet are listed (``implemented=False``) so
 recipes can name them.
 """
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any, Callable, Iterable
 from harness.config import ConfigError, load_config, parse_overrides
 from harness.errors import DataError
 
-TrainFn = Callable[[dict, Path, str], Path]
+TrainFn = Callable[..., Path]
+"""``(overrides, out_dir, profile, *, validator=None) -> final model directory``."""
 
 
 @dataclass
@@ -27,6 +30,8 @@ class MethodSpec:
     implemented: bool
     description: str
     train: TrainFn | None = None
+    validates: bool = False
+    """Its trainer measures validation accuracy during training when given a ``validator``."""
 
 
 def load_method_config(cls: type, profiles: dict[str, dict[str, Any]], profile: str,
@@ -40,11 +45,11 @@ def load_method_config(cls: type, profiles: dict[str, dict[str, Any]], profile: 
 def _trainer(package: str, config_cls: str) -> TrainFn:
     """``train(overrides, out_dir, profile)`` of ``methods.<package>`` (imported on first use)."""
 
-    def train(overrides: dict, out_dir: Path, profile: str = "smoke") -> Path:
+    def train(overrides: dict, out_dir: Path, profile: str = "smoke", *, validator: Any = None) -> Path:
         cfg_mod = importlib.import_module(f"methods.{package}.config")
         trainer = importlib.import_module(f"methods.{package}.trainer")
         cfg = load_method_config(getattr(cfg_mod, config_cls), cfg_mod.PROFILES, profile, None, overrides)
-        final = trainer.train(cfg, Path(out_dir))
+        final = trainer.train(cfg, Path(out_dir), **({"validator": validator} if validator is not None else {}))
         assert final is not None
         return final
 
@@ -54,8 +59,9 @@ def _trainer(package: str, config_cls: str) -> TrainFn:
 def _entry(module: str, fn: str) -> TrainFn:
     """``module.fn`` as a registry trainer, imported on first use."""
 
-    def train(overrides: dict, out_dir: Path, profile: str = "smoke") -> Path:
-        return getattr(importlib.import_module(module), fn)(overrides, Path(out_dir), profile)
+    def train(overrides: dict, out_dir: Path, profile: str = "smoke", *, validator: Any = None) -> Path:
+        kw = {"validator": validator} if validator is not None else {}
+        return getattr(importlib.import_module(module), fn)(overrides, Path(out_dir), profile, **kw)
 
     return train
 
@@ -78,7 +84,7 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
                _entry("methods.vold", "train_sft")),
     MethodSpec("vold", "VOLD (arXiv 2510.23497) Eqs. 5-6, stage 2", True,
                "GRPO + reward-masked k2 distillation from a text-only teacher LLM on the same rollouts.",
-               _entry("methods.vold", "train_rl")),
+               _entry("methods.vold", "train_rl"), validates=True),
     MethodSpec("reopold", "REOPOLD", False,
                "Relaxed on-policy distillation: rewards replaced by clipped teacher log-ratios."),
     MethodSpec("vgs", "VGS (arXiv 2606.00564)", False, "Visually grounded steering of the distillation target."),

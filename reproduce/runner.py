@@ -14,6 +14,7 @@ evals.run skips the samples already recorded in ``records.jsonl``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import traceback
@@ -82,10 +83,15 @@ def _eval_ref(src: dict[str, str], state: RunState, smoke_path: Callable[[str], 
 
 
 def _default_train(method: str) -> TrainFn:
+    """The registry's trainer; a method that validates during training (VOLD: Geo3K curves,
+    §4.1) gets the benchmark validator of evals injected here (methods do not import evals)."""
     from methods.registry import get_method
     spec = get_method(method)
     if spec.train is None:
         raise RuntimeError(f"method {method!r} has no trainer (implemented={spec.implemented})")
+    if spec.validates:
+        from evals.validation import benchmark_validator
+        return functools.partial(spec.train, validator=benchmark_validator)
     return spec.train
 
 

@@ -52,14 +52,18 @@ def test_full_smoke_pipeline_through_the_registry_functions(tmp_path):
     assert str(traces) in cfg_text
     with pytest.raises(Exception, match="generated from the prompts"):
         train_sft({"teacher": str(traces), "data": "smoke-visual"}, tmp_path / "sft2", "smoke")
-    final = train_rl({"model": str(sft), "steps": 4, "val_every": 2}, tmp_path / "rl", "smoke")
+    from evals.validation import benchmark_validator
+
+    final = train_rl({"model": str(sft), "steps": 4, "val_every": 2}, tmp_path / "rl", "smoke",
+                     validator=benchmark_validator)
     assert load_model(final).is_vlm
     recs = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [1, 2, 3, 4]
     assert "val_acc_step0" in recs[0] and "val_acc" in recs[1] and "val_acc" in recs[3]
     assert all(0 <= r["kl_active_frac"] <= 1 and r["kl"] >= 0 for r in recs)
-    assert train_rl({"model": str(sft), "steps": 4, "val_every": 2}, tmp_path / "rl", "smoke") == final  # resume
-    from methods.vold.validation import plot_learning_curves
+    assert train_rl({"model": str(sft), "steps": 4, "val_every": 2}, tmp_path / "rl", "smoke",
+                    validator=benchmark_validator) == final  # resume
+    from methods.vold.curves import plot_learning_curves
 
     assert plot_learning_curves({"vold": tmp_path / "rl"}, tmp_path / "fig3.png").stat().st_size > 0
 

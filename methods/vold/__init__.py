@@ -26,8 +26,10 @@ def load_stage_config(stage: str, profile: str = "smoke", overrides: dict[str, A
     return load_method_config(CONFIGS[stage], PROFILES[stage], profile, config_file, overrides)
 
 
-def run_stage(stage: str, cfg: Any, out_dir: str | Path, *, stop_after: int | None = None) -> Path | None:
-    """Run (or resume) one stage with a ready config; returns its output directory."""
+def run_stage(stage: str, cfg: Any, out_dir: str | Path, *, stop_after: int | None = None,
+              validator: Any = None) -> Path | None:
+    """Run (or resume) one stage with a ready config; returns its output directory. ``validator``
+    (a harness.validation.ValidatorFactory) is used by the RL stage only (Geo3K curves, §4.1)."""
     if stage == "traces":
         from methods.vold.traces import generate_traces
         return generate_traces(cfg, out_dir)
@@ -35,17 +37,18 @@ def run_stage(stage: str, cfg: Any, out_dir: str | Path, *, stop_after: int | No
         from methods.vold.sft import train_sft as _sft
         return _sft(cfg, out_dir, stop_after=stop_after)
     from methods.vold.trainer import train
-    return train(cfg, out_dir, stop_after=stop_after)
+    return train(cfg, out_dir, stop_after=stop_after, validator=validator)
 
 
 def _registry_fn(stage: str):
-    def train(overrides: dict, out_dir: Path, profile: str = "smoke") -> Path:
-        final = run_stage(stage, load_stage_config(stage, profile, overrides), Path(out_dir))
+    def train(overrides: dict, out_dir: Path, profile: str = "smoke", *, validator: Any = None) -> Path:
+        final = run_stage(stage, load_stage_config(stage, profile, overrides), Path(out_dir), validator=validator)
         assert final is not None
         return final
 
     train.__name__ = f"train_{stage}"
-    train.__doc__ = f"VOLD {stage} stage for methods.registry: (overrides, out_dir, profile) -> output dir."
+    train.__doc__ = (f"VOLD {stage} stage for methods.registry: (overrides, out_dir, profile, *, validator=None) "
+                     "-> output dir (``validator``: harness.validation.ValidatorFactory, RL stage only).")
     return train
 
 

@@ -2,6 +2,10 @@
 
 ``--stage all`` chains the three stages in ``DIR/traces``, ``DIR/sft`` (on those traces) and
 ``DIR/rl`` (from the SFT model); overrides then apply to the RL stage only.
+
+The RL stage validates on ``val_benchmark`` (Geo3K, §4.1) with the ``benchmark`` validator of the
+``vlmrepro.validators`` entry points (harness.validation.load_validator): this CLI is a
+composition root, but methods/ does not import evals.
 """
 from __future__ import annotations
 
@@ -9,8 +13,14 @@ import sys
 from pathlib import Path
 
 from harness.config import parse_overrides
+from harness.validation import load_validator
 from methods.registry import method_parser, run_cli
 from methods.vold import STAGES, load_stage_config, run_stage
+
+
+def _validator(cfg: object):
+    """The RL stage's validator (resolved by name, only when it validates)."""
+    return load_validator("benchmark") if getattr(cfg, "val_every", 0) > 0 else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
             if sft is None:
                 raise RuntimeError("the SFT stage did not finish")
             cfg = load_stage_config("rl", args.profile, {"model": str(sft), **overrides}, args.config)
-            return run_stage("rl", cfg, out / "rl", stop_after=args.stop_after)
+            return run_stage("rl", cfg, out / "rl", stop_after=args.stop_after, validator=_validator(cfg))
         cfg = load_stage_config(args.stage, args.profile, overrides, args.config)
-        return run_stage(args.stage, cfg, out, stop_after=args.stop_after)
+        return run_stage(args.stage, cfg, out, stop_after=args.stop_after, validator=_validator(cfg))
 
     return run_cli(run, out, args.stop_after)
 

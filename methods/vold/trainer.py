@@ -10,6 +10,7 @@ student's vocabulary (§3.1); ``harness.models.load_teacher`` refuses one that d
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,11 @@ from harness.reward_registry import make_reward_fn
 from harness.trainer import Context, online_step_builder, run_training
 from harness.types import Trajectories
 from harness.update import Normalizers, reduce_floats, split_rows
+from harness.validation import ValidatorFactory, with_validation
 from methods.grpo.data import load_prompts
 from methods.grpo.trainer import GRPO
 from methods.vold.config import VOLDConfig
 from methods.vold.loss import FULL_ESTIMATORS, vold_loss
-from methods.vold.validation import with_validation
 
 
 class VOLD(GRPO):
@@ -127,12 +128,21 @@ def load_vold_teacher(cfg: VOLDConfig, student: Any) -> Any:
 
 
 def train(cfg: VOLDConfig, out_dir: str | Path, *, method: VOLD | None = None, stop_after: int | None = None,
-          **hooks: Any) -> Path | None:
+          validator: ValidatorFactory | None = None, **hooks: Any) -> Path | None:
     """Run (or resume) VOLD stage 2 into ``out_dir``; returns the final model directory (None when
-    ``stop_after`` ended the session early). ``hooks``: ``load_policy`` / ``make_engine`` for tests."""
+    ``stop_after`` ended the session early). ``validator`` (a harness.validation factory, e.g.
+    evals.validation.benchmark_validator, passed by the caller) measures ``val_acc`` every
+    ``cfg.val_every`` steps; without one there is no validation. ``hooks``: ``load_policy`` /
+    ``make_engine`` for tests."""
     method = method or VOLD(cfg)
     builder_kw = {k: hooks.pop(k) for k in ("make_engine",) if k in hooks}
-    build = with_validation(online_step_builder(method, make_reward_fn(cfg.reward), **builder_kw), cfg)
+    build = online_step_builder(method, make_reward_fn(cfg.reward), **builder_kw)
+    if validator is not None and cfg.val_every > 0:
+        build = with_validation(build, validator(cfg), cfg.val_every, cfg.steps)
+    elif cfg.val_every > 0:
+        logging.getLogger(__name__).warning("val_every=%d but no validator was given: no validation "
+                                            "(the caller injects one, e.g. evals.validation.benchmark_validator)",
+                                            cfg.val_every)
     return run_training(cfg, out_dir, load_data=lambda: load_prompts(cfg), build_step=build,
                         samples_per_step=cfg.prompts_per_step, stop_after=stop_after, desc="vold", **hooks)
 
