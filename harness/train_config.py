@@ -105,9 +105,23 @@ class OnlineConfig(TrainConfig):
     every rollout (GPU; the ``gpu`` extra)."""
     reward: str = "math"
     """Reward function name (a key of harness.reward_registry.REWARDS)."""
+    tools: tuple[str, ...] = ()
+    """Tools the policy may call during a rollout (names in harness.tools.TOOLS, e.g.
+    ``crop_image``, ``calculate``); empty: single-turn rollouts. With tools, rollouts are
+    multi-turn (harness.rollout.multiturn): observation tokens are appended, attended to and never
+    trained (loss mask 0), and scorers see the same full trajectory."""
+    max_tool_rounds: int = 2
+    """Tool calls executed per rollout at most, then a final answer round (REOPOLD trains with 2,
+    following Pixel-Reasoner)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.max_tool_rounds < 0:
+            raise ValueError(f"max_tool_rounds must be >= 0, got {self.max_tool_rounds}")
+        if self.tools:
+            from harness.tools import resolve_tools
+
+            resolve_tools(list(self.tools))  # unknown names fail here, naming the known tools
         if self.num_generations < 1 or self.prompts_per_step < 1:
             raise ValueError("prompts_per_step and num_generations must be >= 1")
         rows = self.prompts_per_step * self.num_generations

@@ -238,15 +238,22 @@ def forward_fn(ctx: Context, views: tuple[str, ...]) -> Callable[[Trajectories],
 
 def default_engine(ctx: Context) -> Any:
     """The configured rollout engine: transformers' ``generate`` on the policy itself (shares its
-    weights: no sync needed), or vLLM on the policy's checkpoint (weights synced every step)."""
+    weights: no sync needed), or vLLM on the policy's checkpoint (weights synced every step);
+    with ``cfg.tools``, wrapped for multi-turn tool rollouts (harness.rollout.multiturn)."""
     cfg: OnlineConfig = ctx.cfg  # type: ignore[assignment]
     if cfg.rollout_engine == "vllm":
         from harness.rollout.vllm import VLLMRolloutEngine
 
-        return VLLMRolloutEngine(ctx.policy.path, dtype=cfg.dtype, view=cfg.view, seed=cfg.seed,
+        engine: Any = VLLMRolloutEngine(ctx.policy.path, dtype=cfg.dtype, view=cfg.view, seed=cfg.seed,
+                                        progress=ctx.strategy.is_main)
+    else:
+        engine = HFRolloutEngine(ctx.policy, batch_size=cfg.rollout_batch_size, view=cfg.view,
                                  progress=ctx.strategy.is_main)
-    return HFRolloutEngine(ctx.policy, batch_size=cfg.rollout_batch_size, view=cfg.view,
-                           progress=ctx.strategy.is_main)
+    if cfg.tools:
+        from harness.rollout.multiturn import MultiTurnEngine
+
+        engine = MultiTurnEngine(engine, list(cfg.tools), cfg.max_tool_rounds)
+    return engine
 
 
 def online_step_builder(method: OnlineMethod, reward_fn: RewardFn | None,

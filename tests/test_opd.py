@@ -147,3 +147,34 @@ def test_smoke_teacher_is_a_real_distance_away():
     kl = losses.full_kl(losses.HiddenHead(hs, ws), losses.HiddenHead(ht, wt), traj.response_mask)
     assert float(kl[traj.response_mask.bool()].mean()) > 0.5
     assert Strategy("cpu").world_size == 1
+
+
+@pytest.mark.slow
+def test_opd_smoke_run_resumes_bit_exactly(tmp_path):
+    """``python -m methods.opd --profile smoke`` shortened: 4 steps straight, and 2 + resume + 2,
+    give identical weights and metrics."""
+    import safetensors.torch
+    from harness.jsonl import read_jsonl
+    from methods.opd.trainer import train
+
+    cfg = _cfg(steps=4, save_every=2)
+    straight = train(cfg, tmp_path / "straight")
+    assert train(cfg, tmp_path / "resumed", stop_after=2) is None
+    resumed = train(cfg, tmp_path / "resumed")
+    wa = safetensors.torch.load_file(str(straight / "model.safetensors"))
+    wb = safetensors.torch.load_file(str(resumed / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    strip = lambda recs: [{k: v for k, v in r.items() if not k.startswith("time")} for r in recs]  # noqa: E731
+    assert strip(read_jsonl(tmp_path / "straight" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "resumed" / "metrics.jsonl"))
+
+
+def test_opd_trains_on_multi_turn_tool_rollouts(tmp_path):
+    """With ``tools`` the loop samples through harness.rollout.multiturn; the step runs, and a
+    config naming an unknown tool fails on load, naming the known ones."""
+    from methods.opd.trainer import train
+
+    cfg = _cfg(steps=1, prompts_per_step=2, num_generations=2, max_new_tokens=6, save_every=1,
+               tools=["calculate", "crop_image"], max_tool_rounds=1)
+    assert train(cfg, tmp_path / "run") is not None
+    with pytest.raises(Exception, match="unknown tool 'zoom'; known: .*calculate"):
+        _cfg(tools=["zoom"])
