@@ -12,16 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import losses
-from harness.data.synthetic import visual
 from harness.distributed import Strategy
 from harness.forward import policy_forward
 from harness.models import load_model, smoke_model_path
-from harness.rollout.hf import HFRolloutEngine
 from harness.scoring import response_hidden_states, token_logprobs
 from harness.trainer import OnlineMethod, online_step_builder
-from harness.types import SamplingParams
 from harness.update import Normalizers, accumulate_update
-from trainer_helpers import fixed_batch, forward_of, tiny_lm
+from trainer_helpers import fixed_batch, forward_of, tiny_lm, visual_rollouts
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +28,7 @@ def student():
 
 @pytest.fixture(scope="module")
 def rollouts(student):
-    samples = visual(2, seed=3)
-    traj = HFRolloutEngine(student, batch_size=2, progress=False).generate(
-        samples, SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=1))
-    traj.rewards = torch.tensor([0.0, 1.0, 0.0, 0.0])
-    return traj
+    return visual_rollouts(student, seed=3, sample_seed=1, max_new_tokens=6, rewards=[0.0, 1.0, 0.0, 0.0])
 
 
 def param_grads(model: torch.nn.Module, value: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -8,16 +8,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from harness.data.synthetic import visual
 from harness.distributed import Strategy
 from harness.models import VocabularyMismatchError, build_tiny_model, load_model, smoke_model_path
-from harness.rollout.hf import HFRolloutEngine
 from harness.scoring import render_prompt
-from harness.types import SamplingParams
 from harness.update import Normalizers
 from methods.grpo.trainer import GRPO
 from methods.vold import load_stage_config
 from methods.vold.trainer import VOLD, load_vold_teacher
+from trainer_helpers import visual_rollouts
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +25,7 @@ def student():
 
 @pytest.fixture(scope="module")
 def rollouts(student):
-    """Visual prompts (image + question): the student sees the image, a text-only teacher cannot."""
-    samples = visual(2, seed=5)
-    traj = HFRolloutEngine(student, batch_size=2, progress=False).generate(
-        samples, SamplingParams(n=2, temperature=1.0, max_new_tokens=5, seed=0))
-    traj.rewards = torch.tensor([0.0, 1.0, 1.0, 0.0])
-    return traj
+    return visual_rollouts(student, seed=5, sample_seed=0, max_new_tokens=5, rewards=[0.0, 1.0, 1.0, 0.0])
 
 
 def rl_config(**kw):

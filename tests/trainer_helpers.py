@@ -66,3 +66,16 @@ def fixed_batch(seed: int = 0, groups: int = 4, n: int = 2, P: int = 4, T: int =
     traj.old_logp = (cur + 0.4 * torch.randn(B, T, generator=g)) * response_mask
     traj.extras["advantages"] = torch.randn(B, generator=g)
     return traj
+
+
+def visual_rollouts(student, seed: int, sample_seed: int, max_new_tokens: int, rewards: list[float]) -> Trajectories:
+    """Two visual prompts (image + question) x 2 sampled responses of the smoke student, with the
+    given rewards: a text-only view of these prompts loses the image."""
+    from harness.data.synthetic import visual
+    from harness.rollout.hf import HFRolloutEngine
+    from harness.types import SamplingParams
+
+    traj = HFRolloutEngine(student, batch_size=2, progress=False).generate(
+        visual(2, seed=seed), SamplingParams(n=2, temperature=1.0, max_new_tokens=max_new_tokens, seed=sample_seed))
+    traj.rewards = torch.tensor(rewards)
+    return traj
