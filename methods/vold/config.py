@@ -77,7 +77,34 @@ class TracesConfig(TraceSampling):
 
 @dataclass
 class VOLDSFTConfig(SFTConfig):
-    """methods.sft on the teacher's traces (Eq. 4; Table 4 Stage 1 values come from SFTConfig)."""
+    """methods.sft on the teacher's traces (Eq. 4) with VOLD's Table 4 stage-1 recipe."""
+
+    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    """§4.1: student Qwen2.5-VL-3B-Instruct."""
+    data: str = "mixture-of-thoughts"
+    """§3.2: SFT on Mixture-of-Thoughts prompts with teacher (Qwen3-8B) traces ("MoT-Teacher-8B",
+    written in stage 0)."""
+    steps: int = 4000
+    """Table 4: 4000 steps (~5 epochs, §4.1)."""
+    batch_size: int = 256
+    """Table 4: batch size 256 (rows per optimizer step, over all ranks)."""
+    lr: float = 5e-5
+    """Table 4: stage-1 learning rate."""
+    weight_decay: float = 0.01
+    """Table 4: AdamW, weight decay 1e-2."""
+    lr_schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    """Table 4: cosine."""
+    warmup_steps: int = 150
+    """Table 4: 150 warmup steps (stage 1)."""
+    max_length: int = 8192
+    """Table 4 / §3.2: traces under 8192 tokens; responses are cut to this many tokens."""
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = "token-mean"
+    """Eq. 4 sums over response tokens; its normalisation is unstated (V13): token-mean over the
+    whole batch, as TRL's SFTTrainer does."""
+    freeze_vision: bool = True
+    """Table 4: vision encoder frozen (tower and merger, V10)."""
+    micro_batch_size: int = 4
+    save_every: int = 500
 
     teacher: str = "Qwen/Qwen3-8B"
     """Either a traces dataset written by stage 0 (a directory with ``traces.yaml``, e.g. the
@@ -99,7 +126,42 @@ class VOLDSFTConfig(SFTConfig):
 
 @dataclass
 class VOLDConfig(GRPOConfig):
-    """GRPO settings (VOLD Table 4 Stage 2, from GRPOConfig) plus the teacher term of Eq. 5/6."""
+    """GRPO with VOLD's Table 4 stage-2 recipe, plus the teacher term of Eq. 5/6."""
+
+    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    """§4.1: student Qwen2.5-VL-3B-Instruct (the stage-1 checkpoint in the full pipeline)."""
+    data: str = "orz-57k"
+    """§4.1: stage-2 RL on orz-57k (text-only math with ground-truth answers)."""
+    steps: int = 60
+    """Table 4: 60 RL steps."""
+    lr: float = 6e-6
+    """Table 4: stage-2 learning rate."""
+    weight_decay: float = 0.01
+    """Table 4: AdamW, weight decay 1e-2."""
+    lr_schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    """Table 4: cosine schedule."""
+    warmup_steps: int = 5
+    """Table 4: 5 warmup steps (stage 2)."""
+    prompts_per_step: int = 256
+    """Table 4: batch size 256 (read as prompts, V7)."""
+    num_generations: int = 5
+    """Table 4: 5 rollouts per prompt."""
+    temperature: float = 1.0
+    """Not given by VOLD; 1.0 assumed (V7)."""
+    max_new_tokens: int = 8192
+    """Table 4: max sequence length 8192 (read as the response cap, V14)."""
+    mini_batches_per_step: int = 1
+    """Not given by VOLD; 1 (fully on-policy) assumed."""
+    clip_low: float = 0.2
+    """Eq. 2: eps_lower = 0.2 ("following DAPO", arXiv 2503.14476)."""
+    clip_high: float = 0.3
+    """Eq. 2: eps_upper = 0.3 (DAPO clip-higher)."""
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = "token-mean"
+    """Token-level ratio and token-mean aggregation (DAPO / verl; V3, V4)."""
+    freeze_vision: bool = True
+    """Table 4: vision encoder frozen (tower and merger, V10)."""
+    micro_batch_size: int = 4
+    save_every: int = 10
 
     teacher: str = "Qwen/Qwen3-8B"
     """§4.1: default text-only teacher Qwen3-8B (4B / 14B in App. B.2)."""

@@ -1,0 +1,82 @@
+"""Method configs: generic methods have neutral defaults, VOLD states its own recipe.
+
+``tests/data/vold_configs.json`` holds every VOLD config as resolved before the generic defaults
+(TrainConfig, OnlineConfig, GRPOConfig, SFTConfig) stopped being VOLD's numbers: the three stage
+configs of ``methods.vold`` in both profiles, and every stage of ``reproduce/papers/vold.yaml`` as
+the runner resolves it (model and teacher replaced by placeholders). They must stay equal field by
+field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from harness.config import ConfigError
+from methods.registry import load_method_config
+from methods.vold import load_stage_config
+from reproduce.recipes import load_recipe
+
+SNAPSHOT = json.loads((Path(__file__).parent / "data" / "vold_configs.json").read_text())
+
+
+def _generic(package: str, cls: str) -> Callable[[str, dict], Any]:
+    import importlib
+
+    mod = importlib.import_module(f"methods.{package}.config")
+    return lambda profile, ov: load_method_config(getattr(mod, cls), mod.PROFILES, profile, None, ov)
+
+
+RESOLVE: dict[str, Callable[[str, dict], Any]] = {
+    "sft": _generic("sft", "SFTConfig"),
+    "grpo": _generic("grpo", "GRPOConfig"),
+    "opd": _generic("opd", "OPDConfig"),
+    "vold_traces": lambda p, ov: load_stage_config("traces", p, ov),
+    "vold_sft": lambda p, ov: load_stage_config("sft", p, ov),
+    "vold": lambda p, ov: load_stage_config("rl", p, ov),
+}
+
+
+def resolved_vold_configs() -> dict[str, dict]:
+    out = {}
+    for method in ("vold_traces", "vold_sft", "vold"):
+        for profile in ("paper", "smoke"):
+            out[f"cli/{method}/{profile}"] = dataclasses.asdict(RESOLVE[method](profile, {}))
+    for stage in load_recipe("vold").stages:
+        for profile in ("paper", "smoke"):
+            ov = dict(stage.overrides(profile), model="M")
+            if stage.data_for(profile):
+                ov["data"] = stage.data_for(profile)
+            if stage.teacher:
+                ov["teacher"] = "T"
+            out[f"vold/{stage.id}/{profile}"] = dataclasses.asdict(RESOLVE[stage.method](profile, ov))
+    return out
+
+
+def test_vold_configs_are_unchanged_field_by_field() -> None:
+    now = json.loads(json.dumps(resolved_vold_configs(), default=str))
+    assert sorted(now) == sorted(SNAPSHOT)
+    for key, before in SNAPSHOT.items():
+        changed = {f: (before.get(f), now[key].get(f)) for f in set(before) | set(now[key])
+                   if before.get(f) != now[key].get(f)}
+        assert not changed, f"{key}: {changed}"
+
+
+@pytest.mark.parametrize("package,cls", [("grpo", "GRPOConfig"), ("sft", "SFTConfig")])
+def test_generic_methods_need_model_and_data(package: str, cls: str) -> None:
+    resolve = _generic(package, cls)
+    with pytest.raises(ConfigError, match="model: required"):
+        resolve("paper", {"data": "smoke-learnable"})
+    with pytest.raises(ConfigError, match="data: required"):
+        resolve("paper", {"model": "smoke:qwen3"})
+
+
+def test_generic_defaults_are_not_volds() -> None:
+    """The neutral defaults differ from VOLD's Table 4 where VOLD departs from the libraries."""
+    grpo = _generic("grpo", "GRPOConfig")("paper", {"model": "m", "data": "d"})
+    vold = load_stage_config("rl", "paper")
+    assert (grpo.clip_high, grpo.freeze_vision, grpo.reward) == (0.2, False, "math")
+    assert (vold.clip_high, vold.freeze_vision, vold.reward) == (0.3, True, "boxed-exact")
