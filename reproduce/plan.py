@@ -106,6 +106,11 @@ class PlannedRow:
     note: str = ""
     evals: dict[str, str] = field(default_factory=dict)
     """Column -> key of the evaluation (``<model id>/<decoding>``) that measures it."""
+    label: str = ""
+    """What this row evaluates, in words: the row's own hub id or stages, and, where the profile
+    substitutes or shares a model (a smoke stand-in, a stage that is the same computation as another
+    row's), which model is actually evaluated. A model shared by several rows has one ``PlannedModel``
+    whose label is the first row's; reports show this per-row label instead."""
 
 
 @dataclass
@@ -264,7 +269,8 @@ class _Planner:
                         dirs.append(d)
         return list(reversed(dirs))
 
-    def _model(self, row_model: Any) -> PlannedModel:
+    def _model(self, row_model: Any) -> tuple[PlannedModel, str]:
+        """The model a row evaluates, and the row's label for it (see ``PlannedRow.label``)."""
         if row_model.missing is not None:
             m = PlannedModel(id=f"missing-{_slug(row_model.missing)}", source={"missing": row_model.missing},
                              status=not_implemented_status([row_model.missing]), label=row_model.missing)
@@ -293,8 +299,14 @@ class _Planner:
                 status = RUNNABLE
             m = PlannedModel(id=last.dir.split("/", 1)[1], source={"stage": last.dir}, status=status,
                              stages=dirs, label=" -> ".join(row_model.stages))
+        label = m.label  # this row's own hub id / stages, before a shared model keeps another row's label
+        if row_model.stages:
+            shared = [p.id for p in planned]
+            if shared != list(row_model.stages):  # the same computation as another row's stages: trained once
+                label += (f" (in the {self.profile} profile the same run as {' -> '.join(shared)}; "
+                          f"evaluated: {m.id})")
         self.plan.models.setdefault(m.id, m)
-        return self.plan.models[m.id]
+        return self.plan.models[m.id], label
 
     def table(self, table: TableRecipe) -> TablePlan:
         cells = [PlannedCell(column=c.key, benchmark=c.benchmark, metric=c.metric, derived=c.derived,
@@ -305,8 +317,9 @@ class _Planner:
                 rows.append(PlannedRow(key=r.key, group=r.group, derived=True, model=None,
                                        status="derived", note=r.note))
                 continue
-            m = self._model(r.model)
-            prow = PlannedRow(key=r.key, group=r.group, derived=False, model=m.id, status=m.status, note=r.note)
+            m, label = self._model(r.model)
+            prow = PlannedRow(key=r.key, group=r.group, derived=False, model=m.id, status=m.status, note=r.note,
+                              label=label)
             rows.append(prow)
             for col in table.columns:
                 if col.derived:
@@ -374,9 +387,9 @@ def format_plan(plan: Plan, table_id: str, rows: Optional[list[str]] = None) -> 
                      + f" on {', '.join(e.benchmarks)} -> {e.dir}")
     tp = plan.tables[table_id]
     lines.append("\nRows:")
-    table = [[(r.group + "/" if r.group else "") + r.key, r.model or "-", r.status]
+    table = [[(r.group + "/" if r.group else "") + r.key, r.model or "-", r.label or "-", r.status]
              for r in tp.rows if rows is None or r.key in rows]
-    lines.append(tabulate(table, headers=["row", "model", "status"]))
+    lines.append(tabulate(table, headers=["row", "model", "evaluates", "status"]))
     return "\n".join(lines)
 
 

@@ -328,7 +328,8 @@ def check_recipe(recipe: Recipe, published: Any, methods: Optional[dict[str, Any
     """Problems between a recipe, its paper's published tables and the method registry.
 
     Every results table of the paper needs a recipe table; every recipe row/column must exist in
-    the published table and vice versa; derived rows/columns must be derived there too; every
+    the published table and vice versa, and a column evaluates the benchmark (or one of the family,
+    ``mathverse_vo`` of ``mathverse``) the published table names for it, if it names one; derived rows/columns must be derived there too; every
     method named must exist in ``methods`` (``methods.registry.METHODS``) when given.
     """
     problems: list[str] = []
@@ -350,6 +351,10 @@ def check_recipe(recipe: Recipe, published: Any, methods: Optional[dict[str, Any
         for k in rcols.keys() - pcols.keys():
             problems.append(f"{recipe.paper} {t.id}: recipe column {k} is not in the published table")
         for k in rcols.keys() & pcols.keys():
+            pb, rb = pcols[k].benchmark, rcols[k].benchmark
+            if pb and rb and rb != pb and not rb.startswith(pb + "_"):  # mathverse_vo is of family mathverse
+                problems.append(f"{recipe.paper} {t.id}: column {k}: the recipe evaluates {rb} "
+                                f"but the published table names {pb}")
             if rcols[k].derived != (k in derived_cols):
                 problems.append(f"{recipe.paper} {t.id}: column {k}: derived is {rcols[k].derived} in the "
                                 f"recipe but the published table {'derives' if k in derived_cols else 'prints'} it")

@@ -84,6 +84,14 @@ def collect(plan: Plan, out: Path, table_id: str, state: Optional[RunState] = No
     return measurements, reasons
 
 
+def _row_model_label(plan: Plan, row: Any) -> Optional[str]:
+    """What a row evaluates: the row's own label (plans written before rows carried one fall back to
+    the model's, which a model shared by several rows takes from the first of them)."""
+    if row is None or not row.model:
+        return None
+    return row.label or plan.models[row.model].label
+
+
 def build_report(out: Path, table_id: str, *, tolerance: float = DEFAULT_TOLERANCE,
                  rows: Optional[list[str]] = None, published_dir: Optional[Path] = None) -> dict[str, Any]:
     """The report of ``table_id`` in run directory ``out``, as the JSON-able dict written to disk."""
@@ -108,8 +116,7 @@ def build_report(out: Path, table_id: str, *, tolerance: float = DEFAULT_TOLERAN
                      "metric": (next((p.metric for p in tp.columns if p.column == c.key), None))}
                     for c in table.columns],
         "rows": [{"group": r.group, "key": r.key, "label": r.label,
-                  "model": (plan.models[prow[(r.group, r.key)].model].label
-                            if (r.group, r.key) in prow and prow[(r.group, r.key)].model else None),
+                  "model": _row_model_label(plan, prow.get((r.group, r.key))),
                   "status": reasons.get((r.group, r.key), "derived row" if r.delta else "not run")}
                  for r in table.rows],
         "counts": diff.counts(),

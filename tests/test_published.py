@@ -23,7 +23,7 @@ PAPERS = ["ptdpo", "reopold", "vgs", "vold"]
 # Benchmark keys of INTERFACES.md, plus the ones a table needs beyond them.
 BENCHMARKS = {
     "mathvista", "mathverse", "mathvision", "mmmu_pro", "mmstar", "dynamath", "wemath", "logicvista",
-    "geometry3k", "aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench",
+    "geometry3k", "geometry3k_val", "aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench",
     "hallusionbench", "vstar", "infovqa", "tallyqa", "visualpuzzles", "vlms_are_blind", "mmk12",
     "counting", "pixel_reasoner",
 }

@@ -444,3 +444,85 @@ def test_column_without_an_evals_benchmark_is_reported_not_run_and_spares_the_ro
     cell = next(c for c in res["report"]["cells"]
                 if c["row"] == "pixel_reasoner_7b" and c["column"] == "pixel_reasoner")
     assert cell["status"] == NOT_RUN and "not in evals" in cell["reason"]
+
+
+# ---------------------------------------------------------------------------------------------
+# row labels name the model that is actually evaluated; "(val.)" columns evaluate a validation split
+
+
+@pytest.mark.parametrize("profile", ["smoke", "paper"])
+def test_every_row_label_names_the_model_it_evaluates(profile):
+    """A model shared by several rows (one smoke stand-in for a 3B, a 7B and a 32B checkpoint; one
+    smoke training run for a 3B and a 7B recipe stage) must not lend the first row's label to the
+    others: each row says what it asked for and, where it differs, what is evaluated instead."""
+    from reproduce.plan import build_plan
+    for paper in list_recipes():
+        recipe = load_recipe(paper)
+        plan = build_plan(recipe, [t.id for t in recipe.tables], profile)
+        for t in recipe.tables:
+            planned = {(r.group, r.key): r for r in plan.tables[t.id].rows}
+            for r in t.rows:
+                if r.derived:
+                    continue
+                pr = planned[(r.group, r.key)]
+                model = plan.models[pr.model]
+                where = f"{paper} {t.id} {r.group}/{r.key}: {pr.label!r}"
+                spec = r.model
+                if spec.hub is not None:
+                    assert spec.hub in pr.label, where
+                    if "smoke" in model.source:
+                        assert profile == "smoke", where
+                        assert model.source["smoke"] == recipe.checkpoints[spec.hub].smoke, where
+                        assert pr.label == f"tiny random {model.source['smoke']} (smoke stand-in for {spec.hub})"
+                    else:
+                        assert model.source == {"hub": spec.hub}, where
+                        assert pr.label == spec.hub, where
+                    other = {h for h in recipe.checkpoints if h != spec.hub and h not in spec.hub}
+                    assert not any(h in pr.label for h in other), where
+                elif spec.stages:
+                    assert pr.label.startswith(" -> ".join(spec.stages)), where
+                    evaluated = plan.stages[model.source["stage"]]
+                    assert spec.stages[-1] in [evaluated.id] + evaluated.aliases, where
+                    if evaluated.id != spec.stages[-1]:   # trained once under another stage's id
+                        assert evaluated.id in pr.label and model.id in pr.label, where
+                else:
+                    assert pr.label == spec.missing, where
+
+
+def test_reopold_table2_smoke_labels_each_size_by_its_own_checkpoint(tmp_path):
+    """The reported bug: both base rows read 'smoke stand-in for xyliu6/NoisyRollout-Geo3K-32B' and
+    the 7B rows showed the 3B runs."""
+    from reproduce.plan import build_plan, format_plan
+    plan = build_plan(load_recipe("reopold"), ["table2"], "smoke")
+    labels = {(r.group, r.key): r.label for r in plan.tables["table2"].rows}
+    assert labels[("teacher", "qwen2_5_vl_32b_noisyrollout")].endswith("stand-in for xyliu6/NoisyRollout-Geo3K-32B)")
+    assert labels[("qwen2_5_vl_3b", "qwen2_5_vl_3b")].endswith("stand-in for Qwen/Qwen2.5-VL-3B-Instruct)")
+    assert labels[("qwen2_5_vl_7b", "qwen2_5_vl_7b")].endswith("stand-in for Qwen/Qwen2.5-VL-7B-Instruct)")
+    assert labels[("qwen2_5_vl_3b", "rkl")] == "vis3b_rkl"
+    assert labels[("qwen2_5_vl_7b", "rkl")].startswith("vis7b_rkl (in the smoke profile the same run as vis3b_rkl")
+    assert "Qwen/Qwen2.5-VL-7B-Instruct" in format_plan(plan, "table2")
+    # the report's row table shows the per-row label, also for a model shared with an earlier row
+    from reproduce.report import _row_model_label
+    row7 = next(r for r in plan.tables["table2"].rows if r.key == "qwen2_5_vl_7b")
+    assert _row_model_label(plan, row7) == labels[("qwen2_5_vl_7b", "qwen2_5_vl_7b")]
+    assert plan.models[row7.model].label != labels[("qwen2_5_vl_7b", "qwen2_5_vl_7b")]  # the shared model's
+
+
+def test_validation_columns_evaluate_a_validation_split():
+    """A column printed as '(val.)' (VOLD Table B1: Geo3K validation accuracy) must evaluate a
+    validation split. (The converse does not hold: InfoVQA's public answers are its validation split.)"""
+    from evals.benchmarks import REGISTRY
+    seen = 0
+    for paper in list_recipes():
+        recipe = load_recipe(paper)
+        published = load_published(recipe.published)
+        for t in recipe.tables:
+            pcols = {c.key: c for c in published.table(t.id).columns}
+            for c in t.columns:
+                if c.derived or c.benchmark not in REGISTRY:
+                    continue
+                splits = REGISTRY[c.benchmark].splits
+                if "(val" in pcols[c.key].label.lower():
+                    seen += 1
+                    assert all(s.startswith("val") for s in splits), (paper, t.id, c.key, splits)
+    assert seen >= 1
