@@ -8,7 +8,7 @@ File layout (every key below; anything else is an error)::
 
     paper: vold                      # short name, equal to the file's stem
     title: "..."
-    source: "shared/papers/000_....txt (+ ...)"
+    source: "results/published/sources/vold.txt (...)"   # verbatim excerpts the cells come from
     notes: ["..."]                   # paper-level provenance notes (optional)
     tables:
       - id: table1                   # "Table 1" -> table1, "Table A1" -> table_a1; unique in the file

@@ -7,7 +7,6 @@ transcription slip - fails the test, and the known ones stay visible.
 from __future__ import annotations
 
 import copy
-import os
 import re
 from pathlib import Path
 
@@ -186,23 +185,51 @@ def test_numbers_restated_in_the_prose(papers, paper, table, row, group, column,
     assert papers[paper].table(table).cell(row, column, group=group) == pytest.approx(value)
 
 
-PAPERS_TEXT = Path(os.environ.get("VLMREPRO_PAPERS", PUBLISHED_DIR.parents[2] / "shared" / "papers"))
+SOURCES_DIR = PUBLISHED_DIR / "sources"
+REPO_ROOT = PUBLISHED_DIR.parents[1]
+HEADER = "@@ "
+"""Lines of a sources file that are ours (what follows, where it is in the paper); the rest is verbatim."""
+
+
+def _source_file(paper) -> Path:
+    files = re.findall(r"(results/published/sources/\S+?\.txt)", paper.source)
+    assert files == [f"results/published/sources/{paper.paper}.txt"], \
+        f"{paper.paper}: `source:` must name results/published/sources/{paper.paper}.txt, not {paper.source!r}"
+    path = REPO_ROOT / files[0]
+    assert path.is_file(), f"{path} is missing: the provenance of {paper.paper}'s published cells"
+    return path
 
 
 @pytest.mark.parametrize("name", PAPERS)
 def test_every_transcribed_number_occurs_in_the_paper_text(name, papers):
-    """Provenance: each results cell (up to sign) is a number printed somewhere in the source text."""
+    """Provenance: each results cell (up to sign) is a number printed in the verbatim excerpts of the
+    paper kept in the repository (results/published/sources/<paper>.txt). Never skipped."""
     paper = papers[name]
-    files = re.findall(r"shared/papers/(\S+?\.txt)", paper.source)
-    if not files or not all((PAPERS_TEXT / f).exists() for f in files):
-        pytest.skip(f"paper text not found under {PAPERS_TEXT}")
-    text = " ".join((PAPERS_TEXT / f).read_text() for f in files)
-    printed = {float(x) for x in re.findall(r"\d+\.\d+|\d+", text)}
+    lines = _source_file(paper).read_text().splitlines()
+    assert lines and lines[0].startswith(HEADER), f"{name}: the sources file starts with a '@@ ' line naming the paper"
+    verbatim = [line for line in lines if not line.startswith(HEADER)]
+    assert any(line.strip() for line in verbatim), f"{name}: the sources file holds no excerpt"
+    printed = {float(x) for x in re.findall(r"\d+\.\d+|\d+", "\n".join(verbatim))}
     for t in paper.results_tables():
         for r in t.rows:
             for k, v in r.values.items():
                 if isinstance(v, (int, float)):
-                    assert abs(v) in printed, f"{name} {t.id} {r.group}/{r.key} [{k}] = {v} is not in the text"
+                    assert abs(v) in printed, f"{name} {t.id} {r.group}/{r.key} [{k}] = {v} is not in the excerpts"
+
+
+@pytest.mark.parametrize("name", PAPERS)
+def test_every_excerpt_says_which_paper_and_where(name, papers):
+    """Each run of verbatim lines is preceded by a '@@ ' line naming the paper (its arXiv id) and the
+    section or table, so that an excerpt can be found in the paper."""
+    arxiv = re.search(r"arXiv \d{4}\.\d{4,5}", papers[name].title)
+    assert arxiv, f"{name}: the published title carries the arXiv id"
+    heading = None
+    for line in _source_file(papers[name]).read_text().splitlines():
+        if line.startswith(HEADER):
+            heading = line
+        elif line.strip():
+            assert heading is not None and arxiv.group(0) in heading, (name, line[:80])
+            assert re.search(r"§|Table|Appendix", heading), (name, heading)
 
 
 def test_lookups_name_what_exists(papers):
