@@ -1,7 +1,7 @@
 """Loss primitives: pure tensor functions over per-token (B, T) tensors with a response mask.
 
 No model calls happen here; methods compose these functions (see ``methods/``). Notation
-follows ``shared/METHODS.md`` section 0. Papers cited in the docstrings:
+follows ``docs/methods/README.md`` (shared notation). Papers cited in the docstrings:
 
 - [VOLD]    000, "VOLD": Eq. 2 (GRPO surrogate), Eq. 3 (KL term, k2 estimator), Eq. 1 (entropy).
 - [REOPOLD] 002: Eq. 4 (masked token mean), Eq. 8 (student entropy).
@@ -98,7 +98,7 @@ def agg_loss(
 ) -> Tensor:
     """Reduce per-token ``values`` (B, T) to a scalar under ``mask`` (B, T) (0/1 or weights).
 
-    Modes (METHODS.md section 0; verl ``agg_loss``), with m the mask and N the number of
+    Modes (docs/methods/README.md; verl ``agg_loss``), with m the mask and N the number of
     sequences that have at least one valid token (sum_t m > 0):
 
     - ``token-mean``:  sum_{i,t} m x / sum_{i,t} m  ([DAPO] token-level loss; [PTD-PO] code;
@@ -166,7 +166,7 @@ def policy_loss(
     max_len: Optional[int] = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped policy-gradient surrogate, to be minimised ([VOLD] Eq. 2 and [PTD-PO] Eq. 3 with a
-    token-level ratio; [DAPO] asymmetric clip; METHODS.md section 0):
+    token-level ratio; [DAPO] asymmetric clip; docs/methods/README.md):
 
         rho = exp(logp - old_logp),   per token  l = -min(rho A, clip(rho, 1-clip_low, 1+clip_high) A)
 
@@ -278,7 +278,7 @@ def group_advantages(
     scale: bool = True,
     unbiased: bool = True,
 ) -> Tensor:
-    """GRPO group-normalised advantage ([PTD-PO] Eq. 1; [VOLD] Eq. 2; METHODS.md section 0):
+    """GRPO group-normalised advantage ([PTD-PO] Eq. 1; [VOLD] Eq. 2; docs/methods/README.md):
 
         A_i = (r_i - mean_g r) / (std_g r + eps)         (scale=True)
         A_i =  r_i - mean_g r                            (scale=False: [Dr.GRPO] unscaled)
@@ -330,7 +330,7 @@ def kl_estimate(
     mask: Optional[Tensor] = None,
     clamp: Optional[float] = None,
 ) -> Tensor:
-    """Per-token KL estimators on sampled tokens ([Schulman 2020]; METHODS.md section 0), with
+    """Per-token KL estimators on sampled tokens ([Schulman 2020]; docs/methods/README.md), with
     d = logp - ref_logp on a token sampled from the policy:
 
         k1 = d                 unbiased for KL(pi || ref), can be negative
@@ -575,7 +575,7 @@ def full_kl(
     teacher q = softmax(z_t), (B, T), 0 on padding; aggregate with ``agg_loss``.
 
     - ``reverse``: KL(p || q) = sum_v p (log p - log q)  (on-policy distillation's objective;
-      [VOLD] Eq. 3's gradient, METHODS.md 1.2; [REOPOLD] Eq. 2). Logit gradient
+      [VOLD] Eq. 3's gradient, docs/methods/vold.md §3; [REOPOLD] Eq. 2). Logit gradient
       p (log p - log q - KL)  ([PTD-PO] App. D Eq. 38).
     - ``forward``: KL(q || p) = sum_v q (log q - log p)  ([PTD-PO] Eq. 4 as written; [VOLD] Eq. 3
       as written). Logit gradient p - q  ([PTD-PO] Eq. 36).
@@ -655,7 +655,7 @@ def topk_jsd(
 
     The tail keeps the mass outside S (no renormalisation), so D <= JSD(q, p) with the gap
     given by Eq. 63, and D == JSD when S covers the vocabulary (k >= V). ``support='student'``
-    is the authors' code path (student top-K only, METHODS.md T7; this function still uses the
+    is the authors' code path (student top-K only, docs/methods/ptdpo.md T7; this function still uses the
     teacher's exact probabilities on S, unlike that code's uniform-tail approximation);
     'teacher' uses the teacher's top-K. S is selected without gradient; the gradient reaches
     every student logit through p(v), v in S, and through the tail. Here the teacher is given

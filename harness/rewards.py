@@ -390,7 +390,7 @@ def math_reward(
 def exact_match(response: str, gold: str) -> bool:
     """Strict match of the last ``\\boxed{}`` content with ``gold`` after ``normalize_answer``.
 
-    VOLD's reward (binary exact match of the boxed answer, METHODS.md 1.5): no equivalence, no
+    VOLD's reward (binary exact match of the boxed answer, docs/methods/vold.md V11): no equivalence, no
     fallback to other answer forms; a response without a closed box never matches. A gold given
     with its own ``\\boxed{}`` is unwrapped first.
     """

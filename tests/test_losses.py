@@ -1,4 +1,4 @@
-"""Mathematical properties of harness/losses.py (METHODS.md 1.6, 2.6, 4.6).
+"""Mathematical properties of harness/losses.py (docs/methods/vold.md §7, reopold.md §7, ptdpo.md §7).
 
 References are written here independently, with plain autograd on materialised float64
 logits; the module's chunked custom-autograd path must match them in value and gradient.
@@ -82,7 +82,7 @@ def test_surrogate_gradient_on_each_side_of_the_clip():
     torch.testing.assert_close(g[2], torch.tensor(-2.0 * 0.5, dtype=F64))  # A>0: push logp up
     torch.testing.assert_close(g[3], torch.tensor(2.0 * 1.6, dtype=F64))  # A<0: push logp down
     torch.testing.assert_close(g[4], torch.tensor(-2.0, dtype=F64))  # rho=1: grad of -s is -A
-    # per-token loss is the pessimistic bound: -s(A) >= -rho A  (METHODS 1.6 item 6)
+    # per-token loss is the pessimistic bound: -s(A) >= -rho A  (docs/methods/vold.md §7 item 5)
     expected = -(2 * 1.3) + (-2 * 0.8) * -1 + -(2 * 0.5) + (2 * 1.6) - 2.0
     torch.testing.assert_close(loss, torch.tensor(expected, dtype=F64))
     assert stats["clipfrac"] == pytest.approx(2 / 5)
@@ -272,7 +272,7 @@ def test_k2_k3_nonnegative_and_k2_gradient(seed):
 @FAST
 @given(seed=seeds, v=st.integers(2, 12))
 def test_k2_gradient_identity_is_reverse_kl_gradient(seed, v):
-    """sum_y p(y) d/dz k2(y) == d/dz KL(p||q) by exact enumeration (METHODS 1.6 item 4)."""
+    """sum_y p(y) d/dz k2(y) == d/dz KL(p||q) by exact enumeration (docs/methods/vold.md §7 item 4)."""
     g = gen(seed)
     z = torch.randn(v, generator=g, dtype=F64).requires_grad_()
     lq = torch.log_softmax(torch.randn(v, generator=g, dtype=F64), -1)
@@ -429,7 +429,7 @@ def test_topk_gap_is_the_tail_term(seed, v, k):
     cond_kl = lambda a, at: ((a[~s] / at) * ((a[~s] / at).log() - (m[~s] / mt).log())).sum()
     gap = 0.5 * qt * cond_kl(q, qt) + 0.5 * pt * cond_kl(p, pt)
     torch.testing.assert_close((jsd(zs, zt, mask) - topk_jsd(zs, zt, mask, k))[0, 0], gap, rtol=1e-9, atol=1e-12)
-    # hard truncation (renormalise over S, no tail) is a different quantity (METHODS 4.6 item 4)
+    # hard truncation (renormalise over S, no tail) is a different quantity (docs/methods/ptdpo.md §7 item 1)
     ps, qs = p[s] / p[s].sum(), q[s] / q[s].sum()
     ms = 0.5 * (ps + qs)
     hard = 0.5 * (ps * (ps / ms).log()).sum() + 0.5 * (qs * (qs / ms).log()).sum()

@@ -19,7 +19,7 @@ from reproduce.published import (
 
 PAPERS = ["ptdpo", "reopold", "vgs", "vold"]
 
-# Benchmark keys of INTERFACES.md, plus the ones a table needs beyond them.
+# Benchmark keys of evals (evals/README.md), plus the ones a table needs beyond them.
 BENCHMARKS = {
     "mathvista", "mathverse", "mathvision", "mmmu_pro", "mmstar", "dynamath", "wemath", "logicvista",
     "geometry3k", "geometry3k_val", "aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench",

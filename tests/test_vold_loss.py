@@ -1,4 +1,4 @@
-"""Property tests of VOLD's objective (methods/vold/loss.py; VOLD Eqs. 2, 3, 5, 6; METHODS.md §1.6)."""
+"""Property tests of VOLD's objective (methods/vold/loss.py; VOLD Eqs. 2, 3, 5, 6; docs/methods/vold.md §7)."""
 from __future__ import annotations
 
 import math

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 BOXED = "Put your final answer within \\boxed{}."
 STEP_BY_STEP_BOXED = "Please reason step by step, and put your final answer within \\boxed{}."
-# PTD-PO (METHODS.md §4.5): "<think> ... </think> then \boxed{}".
+# PTD-PO (docs/methods/ptdpo.md §5): "<think> ... </think> then \boxed{}".
 THINK_BOXED = ("You FIRST think about the reasoning process as an internal monologue and then "
                "provide the final answer. The reasoning process MUST BE enclosed within "
                "<think> </think> tags. The final answer MUST BE put in \\boxed{}.")

@@ -1,5 +1,5 @@
 """VOLD settings for its three stages, with the paper's values as defaults (each names its source:
-arXiv 2510.23497 Table 4 / §3-4, or shared METHODS.md §1 where the paper is silent) and a smoke
+arXiv 2510.23497 Table 4 / §3-4, or docs/methods/vold.md where the paper is silent) and a smoke
 profile per stage that scales everything down (steps, batch, lengths, models) so the whole
 pipeline runs offline on a 2-core CPU in about a minute; smoke numbers say nothing about the paper.
 

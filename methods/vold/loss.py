@@ -1,4 +1,4 @@
-"""VOLD's objective as pure tensor functions (arXiv 2510.23497, "VOLD"; shared METHODS.md §1.2).
+"""VOLD's objective as pure tensor functions (arXiv 2510.23497, "VOLD"; docs/methods/vold.md §3).
 
     Eq. 2   L_GRPO  = -E[(1/K) sum_i min(rho_i A_i, clip(rho_i, 1-eps_lo, 1+eps_hi) A_i)]
             (implemented with token-level ratios and token-mean aggregation, DAPO/verl; V3, V4)
@@ -39,7 +39,7 @@ def sampled_kl(logp: Tensor, teacher_logp: Tensor, mask: Tensor, estimator: str 
 
     ``k2 = 0.5 (logp - teacher_logp)^2`` is VOLD's estimator (§3.1, Schulman 2020). Its gradient with
     respect to ``logp`` is ``logp - teacher_logp``, and summed over the student's own samples it is
-    exactly the gradient of the *reverse* KL(pi_theta || pi_phi) (METHODS.md §1.2). ``k1``/``k3``
+    exactly the gradient of the *reverse* KL(pi_theta || pi_phi) (docs/methods/vold.md §3). ``k1``/``k3``
     are the other estimators of ``harness.losses.kl_estimate``. 0 on padding; the teacher is detached.
     """
     if estimator not in SAMPLED_ESTIMATORS:
