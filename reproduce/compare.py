@@ -18,6 +18,7 @@ either across papers / runs or with the same benchmark version (e.g. Acc@1 vs Ac
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import itertools
 import json
 import re
@@ -34,11 +35,23 @@ class CompareError(ValueError):
     """A user mistake (unreadable report, unknown filter value); the message names the file/field."""
 
 
-def _recipe(paper: str, recipe_dir: Path) -> Any:
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+@functools.lru_cache(maxsize=32)
+def _load(paper: str, published_dir: Path, recipe_dir: Path, _stamp: tuple[float, float]) -> tuple[Any, Any]:
     try:
-        return load_recipe(paper, recipe_dir)
+        recipe = load_recipe(paper, recipe_dir)
     except KeyError:
-        return None
+        recipe = None
+    return load_published(paper, published_dir), recipe
+
+
+def _paper(paper: str, published_dir: Path, recipe_dir: Path) -> tuple[Any, Any]:
+    """(published tables, recipe or None) of ``paper``; parsed once per file version (YAML is slow)."""
+    pd, rd = Path(published_dir).resolve(), Path(recipe_dir).resolve()
+    return _load(paper, pd, rd, (_mtime(pd / f"{paper}.yaml"), _mtime(rd / f"{paper}.yaml")))
 
 
 def _cell(source: str, paper: str, table: Any, row: Any, column: Any, value: Optional[float], facts: Any,
@@ -66,8 +79,7 @@ def published_cells(published_dir: Path = PUBLISHED_DIR, recipe_dir: Path = PAPE
     """Every cell of every published results table (null cells included, value None)."""
     out = []
     for paper in list_papers(published_dir):
-        pub = load_published(paper, published_dir)
-        recipe = _recipe(paper, recipe_dir)
+        pub, recipe = _paper(paper, published_dir, recipe_dir)
         for t in pub.results_tables():
             for r in t.rows:
                 facts = model_facts(recipe, t.id, r)
@@ -128,10 +140,10 @@ def run_cells(path: Path, rep: dict[str, Any], source: str, published_dir: Path 
     the tiny stand-in, its data the generated fixtures."""
     paper, tid = rep["paper"], rep["table"]
     try:
-        table = load_published(paper, published_dir).table(tid)
+        pub, recipe = _paper(paper, published_dir, recipe_dir)
+        table = pub.table(tid)
     except KeyError as e:
         raise CompareError(f"{path}: {e.args[0]}") from e
-    recipe = _recipe(paper, recipe_dir)
     settings = rep.get("eval_settings") or {}
     smoke = bool(rep.get("smoke"))
     dataset = (f"{settings.get('source', 'hub')} data" + (f", first {settings['limit']} samples" if settings.get("limit")
