@@ -280,3 +280,44 @@ def test_directory_check_tolerance_comes_from_the_cells_own_interval():
     statuses = [c.status for c in check_report(worse, base, 1.0, "x")]
     assert statuses.count(REGRESSED) == sum(c["ci95"] is None or c["ci95"][0] == c["ci95"][1]
                                             for c in base["cells"] if c["measured"] is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: a real smoke run, compared with the published tables, and checked in CI style
+
+
+@pytest.mark.slow
+def test_smoke_run_compare_and_directory_check_with_junit(tmp_path, capsys):
+    from reproduce import run_table
+
+    run = tmp_path / "run"
+    res = run_table("vold", "table1", "smoke", run)
+    prov = res["report"]["provenance"]
+    assert prov["code_revision"] and prov["packages"]["torch"] and prov["dataset_revisions"]["mathvista"]
+    assert "## Provenance" in res["paths"]["md"].read_text()
+
+    for args, measured in (([], 0), ([str(run / "report")], 15)):
+        out = tmp_path / f"compare{len(args)}"
+        assert main(["compare", *args, "--benchmarks", ",".join(BENCHES), "--out", str(out)]) == 0
+        comp = json.loads((out / "compare.json").read_text())
+        assert comp["counts"]["published_cells"] == 393 and comp["counts"]["measured_cells"] == measured
+        page = (out / "compare.html").read_text()
+        assert page.count("data:image/png;base64,") >= 3 and (out / "compare.md").is_file()
+        assert ("SMOKE PROFILE" in page) == bool(measured)
+    flagged = [p for p in comp["pairs"] if p["flagged"] and p["why_flagged"] == "same row"]
+    assert flagged and all(any("smoke" in r for r in p["reasons"]) for p in flagged)
+
+    base = tmp_path / "baseline"
+    shutil.copytree(run / "report", base)
+    junit = tmp_path / "junit.xml"
+    assert main(["check", str(run / "report"), "--baseline", str(base), "--junit", str(junit)]) == 0
+    assert ET.parse(junit).getroot().get("failures") == "0"
+    rep = json.loads((base / "table1.json").read_text())
+    cell = next(c for c in rep["cells"] if c["measured"] is not None)
+    cell["measured"] += 10.0          # the baseline was better: the current run regressed in this cell
+    cell["ci95"] = [cell["measured"], cell["measured"]]
+    (base / "table1.json").write_text(json.dumps(rep))
+    assert main(["check", str(run / "report"), "--baseline", str(base), "--junit", str(junit)]) == 1
+    root = ET.parse(junit).getroot()
+    assert root.get("failures") == "1" and int(root.get("tests")) == len(rep["cells"])
+    assert "REGRESS" not in capsys.readouterr().err
