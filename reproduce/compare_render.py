@@ -146,6 +146,19 @@ def to_markdown(comp: dict[str, Any]) -> str:
 # Plots
 
 
+def _label(student: str, n: int = 32) -> str:
+    s = _short(student).replace("smoke:", "smoke ").replace(" (tiny stand-in for ", " for ").rstrip(")")
+    s = s.replace("Qwen/", "")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _tight(fig: Any) -> None:
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
+
+
 def plot_values(comp: dict[str, Any], bench: str) -> Optional[str]:
     """All numbers of one benchmark (scores only), one column a comparability group."""
     import matplotlib
@@ -158,7 +171,7 @@ def plot_values(comp: dict[str, Any], bench: str) -> Optional[str]:
     cells = {c["id"]: c for c in comp["cells"]}
     papers = sorted({c["paper"] for c in comp["cells"]})
     colors = {p: f"C{i}" for i, p in enumerate(papers)}
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(groups) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(groups) + 2), 4.8))
     for i, g in enumerate(groups):
         for cid in g["cells"]:
             c = cells[cid]
@@ -167,22 +180,22 @@ def plot_values(comp: dict[str, Any], bench: str) -> Optional[str]:
             ax.plot(i, c["value"], marker="o" if c["source"] == "published" else "s", ls="none", ms=5, alpha=0.75,
                     color=colors[c["paper"]], mfc="none" if c["source"] != "published" else colors[c["paper"]])
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{g['id']}\n{_short(g['key']['student'])}" for g in groups], rotation=75, fontsize=6,
+    ax.set_xticklabels([f"{g['id']} {_label(g['key']['student'], 24)}" for g in groups], rotation=60, fontsize=6,
                        ha="right")
     ax.set_ylabel("score")
     ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", color=colors[p], ls="none", label=p) for p in papers]
     handles.append(plt.Line2D([], [], marker="s", color="grey", mfc="none", ls="none", label="measured run"))
-    ax.legend(handles=handles, fontsize=7, loc="best")
+    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(f"{bench}: every number by comparability group" + (" — includes SMOKE runs" if comp["smoke"] else ""),
                  fontsize=9)
-    fig.tight_layout()
+    _tight(fig)
     return _png(fig)
 
 
 def plot_gains(comp: dict[str, Any], bench: str) -> Optional[str]:
-    """Method-level view: each row's score (filled) against its paper's own base row (open), one line a
-    row, so that e.g. VOLD at 3B and VGS at 2B sit in one plot with their bases shown."""
+    """Method-level view, one line a row: left its score (filled) against its paper's own base row
+    (open), right the gain; so that e.g. VOLD at 3B and VGS at 2B sit in one plot with their bases."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -190,28 +203,35 @@ def plot_gains(comp: dict[str, Any], bench: str) -> Optional[str]:
     gl = [g for g in comp["gains"] if g["benchmark"] == bench]
     if not gl:
         return None
-    gl = sorted(gl, key=lambda g: (g["paper"], g["student"], g["variant"], g["table"], g["row"]))
+    gl = sorted(gl, key=lambda g: (g["source"] != "published", g["paper"], g["student"], g["variant"], g["table"],
+                                   g["row"]))
     papers = sorted({g["paper"] for g in gl})
     colors = {p: f"C{i}" for i, p in enumerate(sorted({c["paper"] for c in comp["cells"]}))}
-    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.2 * len(gl) + 1.2)))
+    fig, (ax, axg) = plt.subplots(1, 2, sharey=True, figsize=(10, max(2.5, 0.17 * len(gl) + 1.4)),
+                                  gridspec_kw={"width_ratios": [3, 2]})
     for i, g in enumerate(gl):
         col = colors[g["paper"]]
+        filled = "o" if g["source"] == "published" else "s"
         ax.plot([g["base_value"], g["value"]], [i, i], color=col, lw=1.2, alpha=0.7)
-        ax.plot(g["base_value"], i, marker="o", mfc="white", color=col, ms=5)
-        ax.plot(g["value"], i, marker="o" if g["source"] == "published" else "s", color=col, ms=5)
-        ax.annotate(f"{g['gain']:+.1f}", (max(g["value"], g["base_value"]), i), xytext=(4, -2),
-                    textcoords="offset points", fontsize=5)
+        ax.plot(g["base_value"], i, marker="o", mfc="white", color=col, ms=4)
+        ax.plot(g["value"], i, marker=filled, color=col, ms=4)
+        axg.barh(i, g["gain"], color=col, alpha=0.8, height=0.7, hatch=None if g["source"] == "published" else "//")
+        axg.annotate(f"{g['gain']:+.1f}", (g["gain"], i), xytext=(2 if g["gain"] >= 0 else -2, 0),
+                     textcoords="offset points", fontsize=5, va="center", ha="left" if g["gain"] >= 0 else "right")
     ax.set_yticks(range(len(gl)))
-    ax.set_yticklabels([f"{g['paper']} {_short(g['student'])} {g['variant']} {g['table']} "
-                        f"{g['row_label'][:28]}" + ("" if g["source"] == "published" else f" [{g['source']}]")
-                        for g in gl], fontsize=5)
+    ax.set_yticklabels([f"{g['paper']} {_label(g['student'], 26)} {g['variant']} {g['table']} {g['row_label'][:26]}"
+                        + ("" if g["source"] == "published" else f" [{g['source']}]") for g in gl], fontsize=5)
     ax.invert_yaxis()
-    ax.set_xlabel("score (open: the paper's own base row; filled: the row)")
-    ax.grid(alpha=0.3, axis="x")
-    ax.legend(handles=[plt.Line2D([], [], marker="o", color=colors[p], ls="-", label=p) for p in papers], fontsize=7)
-    ax.set_title(f"{bench}: gain over each paper's own base row" + (" — includes SMOKE runs" if comp["smoke"] else ""),
-                 fontsize=9)
-    fig.tight_layout()
+    ax.set_xlabel("score (open: the paper's own base row; filled: the row)", fontsize=7)
+    axg.set_xlabel("gain over the base row (points)", fontsize=7)
+    axg.axvline(0, color="black", lw=0.8)
+    for a in (ax, axg):
+        a.grid(alpha=0.3, axis="x")
+        a.tick_params(axis="x", labelsize=6)
+    ax.legend(handles=[plt.Line2D([], [], marker="o", color=colors[p], ls="-", label=p) for p in papers], fontsize=6)
+    fig.suptitle(f"{bench}: gain over each paper's own base row" + (" — includes SMOKE runs (hatched)"
+                                                                    if comp["smoke"] else ""), fontsize=9)
+    _tight(fig)
     return _png(fig)
 
 
