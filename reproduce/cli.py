@@ -1,12 +1,16 @@
-"""``reproduce``: list the papers' tables, run one, rebuild its report, check for regressions.
+"""``reproduce``: list the papers' tables, run one, rebuild its report, check for regressions, compare.
 
     reproduce list
     reproduce TABLE --paper P [--profile smoke|paper] [--rows R1,R2] [--out DIR] [--dry-run]
                     [--tolerance X] [--report-dir DIR]
     reproduce report RUN_DIR [--tolerance X] [--report-dir DIR]
     reproduce check REPORT.json --baseline OTHER.json --tolerance X
+    reproduce check REPORTS_DIR --baseline BASELINE_DIR [--tolerance FLOOR] [--junit FILE] [--summary FILE]
+    reproduce compare [RUN_OR_REPORT ...] [--benchmarks B,..] [--students S,..] [--papers P,..]
+                      [--methods M,..] [--no-published] [--out DIR]
 
-``check`` exits 0 when no cell regressed, 1 when some did, 2 on unreadable input.
+``check`` exits 0 when no cell regressed, 1 when some did, 2 on unreadable input. ``compare``
+exits 2 on unreadable input or an unknown benchmark / paper.
 """
 from __future__ import annotations
 
@@ -65,7 +69,7 @@ def list_tables() -> str:
 
 def _table_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reproduce", description="Reproduce one table of a paper and diff it "
-                                "against the published numbers (other commands: list, report, check).")
+                                "against the published numbers (other commands: list, report, check, compare).")
     p.add_argument("table", help="table id, e.g. table1")
     p.add_argument("--paper", required=True, help="vold, reopold, vgs or ptdpo")
     p.add_argument("--profile", default="smoke", choices=["smoke", "paper"])
@@ -84,6 +88,40 @@ def _copy_reports(paths: dict[str, Path], report_dir: Optional[str]) -> None:
         for p in paths.values():
             shutil.copyfile(p, Path(report_dir) / p.name)
             print(f"  {Path(report_dir) / p.name}")
+
+
+def compare_main(argv: list[str]) -> int:
+    """``reproduce compare``: write compare.md / .html / .json (see reproduce.compare)."""
+    p = argparse.ArgumentParser(prog="reproduce compare", description="Published numbers of every paper and "
+                                "measured runs side by side per benchmark, grouped by comparability")
+    p.add_argument("runs", nargs="*", help="report JSONs or directories holding them (run dirs, report dirs)")
+    p.add_argument("--benchmarks", default=None, help="comma-separated benchmark keys, e.g. mathvista,mathverse")
+    p.add_argument("--students", default=None, help="comma-separated substrings of the base model, e.g. qwen2.5-vl-3b")
+    p.add_argument("--papers", default=None, help="comma-separated papers (vold, reopold, vgs, ptdpo)")
+    p.add_argument("--methods", default=None, help="comma-separated methods / roles / row keys (vold, grpo, base)")
+    p.add_argument("--no-published", action="store_true", help="only the runs, not the published tables")
+    p.add_argument("--no-plots", action="store_true", help="HTML without plots (faster)")
+    p.add_argument("--out", default="compare", help="output directory (default ./compare)")
+    a = p.parse_args(argv)
+    from reproduce.compare import CompareError, build_comparison
+    from reproduce.compare_render import write_comparison
+
+    def split(v: Optional[str]) -> Optional[list[str]]:
+        return [x.strip() for x in v.split(",") if x.strip()] if v else None
+    try:
+        comp = build_comparison(a.runs, benchmarks=split(a.benchmarks), students=split(a.students),
+                                papers=split(a.papers), methods=split(a.methods), include_published=not a.no_published)
+    except CompareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    paths = write_comparison(comp, Path(a.out), plots=not a.no_plots)
+    n = comp["counts"]
+    print(f"{n['cells']} cells ({n['published_cells']} published, {n['measured_cells']} measured) in "
+          f"{n['groups']} comparability groups over {n['benchmarks']} benchmarks; {n['flagged_pairs']} look-alike "
+          f"pairs flagged not comparable; {n['gains']} gains over a base row")
+    for path in paths.values():
+        print(f"  {path}")
+    return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -108,13 +146,26 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(path)
             _copy_reports(paths, a.report_dir)
         return 0
+    if argv and argv[0] == "compare":
+        return compare_main(argv[1:])
     if argv and argv[0] == "check":
         p = argparse.ArgumentParser(prog="reproduce check",
-                                    description="Exit 1 when a cell regressed beyond tolerance against a baseline")
-        p.add_argument("report")
-        p.add_argument("--baseline", required=True)
-        p.add_argument("--tolerance", type=float, required=True)
+                                    description="Exit 1 when a cell regressed beyond tolerance against a baseline "
+                                    "(one report, or every report of a directory)")
+        p.add_argument("report", help="a report JSON, or a directory of reports (searched recursively)")
+        p.add_argument("--baseline", required=True, help="the baseline report JSON / directory")
+        p.add_argument("--tolerance", type=float, default=None,
+                       help="points; with directories the floor of the per-cell tolerance "
+                       f"(default {DEFAULT_TOLERANCE}); required for single reports")
+        p.add_argument("--junit", default=None, help="directories: also write a JUnit-XML file here")
+        p.add_argument("--summary", default=None, help="directories: also write the Markdown summary here")
         a = p.parse_args(argv[1:])
+        if Path(a.report).is_dir() or Path(a.baseline).is_dir():
+            from reproduce.regress import main_dirs
+            return main_dirs(a.report, a.baseline, DEFAULT_TOLERANCE if a.tolerance is None else a.tolerance,
+                             junit=a.junit, summary=a.summary)
+        if a.tolerance is None:
+            p.error("--tolerance is required when checking one report")
         try:
             report = json.loads(Path(a.report).read_text())
             baseline = json.loads(Path(a.baseline).read_text())

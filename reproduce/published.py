@@ -33,7 +33,12 @@ File layout (every key below; anything else is an error)::
             note: "..."              # every judgement call made while transcribing this row
         average:  {column: avg, of: [mathvista, ...], tolerance: 0.051, note: ""}  # optional
         averages: [ {column: ..., of: [...]} , ...]   # optional, more printed averages
+        protocol: {decoding: greedy, k: 1, judge: "llm:gpt-4o-mini", framework: VLMEvalKit,
+                   source: "§4.1 ..."}   # optional: how the cells were evaluated (see Protocol)
         notes: ["..."]
+
+A column and a row may carry ``protocol`` too: its stated fields override the table's (a column's
+benchmark subset, a row's Acc@16 decoding). A field left out is "not stated by the paper".
 
 Values are numbers as printed (percent for accuracies), ``null`` where the paper prints "-",
 "OOM" or the extraction lost the number (the row's note says which). In ``hyperparameters``
@@ -96,12 +101,42 @@ class Average:
 
 
 @dataclass
+class Protocol:
+    """How the paper evaluated a cell; None = not stated. ``source`` cites where each stated field
+    comes from (section, table, footnote), so that every protocol fact can be checked."""
+    decoding: Optional[Literal["greedy", "sample"]] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    k: Optional[int] = None
+    """Samples per question whose accuracy is averaged (Acc@k / Avg@k); 1 for a single answer."""
+    judge: Optional[str] = None
+    """``rule`` (rule-based answer matching) or ``llm:<model>`` (an LLM extracts / judges the answer)."""
+    framework: Optional[str] = None
+    """The evaluation code (VLMEvalKit, the NoisyRollout protocol, the PAPO suite, ...)."""
+    subset: Optional[str] = None
+    """Benchmark version / split / subset as evaluated (testmini, multiple-choice only, ...)."""
+    max_new_tokens: Optional[int] = None
+    source: str = ""
+
+    FIELDS = ("decoding", "temperature", "top_p", "k", "judge", "framework", "subset", "max_new_tokens")
+
+    def over(self, base: Optional["Protocol"]) -> "Protocol":
+        """This protocol's stated fields on top of ``base``'s; sources are joined."""
+        if base is None:
+            return self
+        merged = {f: getattr(self, f) if getattr(self, f) is not None else getattr(base, f) for f in self.FIELDS}
+        src = "; ".join(s for s in (base.source, self.source) if s)
+        return Protocol(**merged, source=src)
+
+
+@dataclass
 class Column:
     key: str
     label: str
     benchmark: Optional[str] = None
     metric: Optional[str] = None
     delta: Optional[ColumnDelta] = None
+    protocol: Optional[Protocol] = None
     note: str = ""
 
 
@@ -114,6 +149,7 @@ class Row:
     metric: Optional[str] = None
     attributes: dict[str, Union[bool, str, None]] = field(default_factory=dict)
     delta: Optional[RowDelta] = None
+    protocol: Optional[Protocol] = None
     note: str = ""
 
 
@@ -127,6 +163,7 @@ class Table:
     metric: str = ""
     average: Optional[Average] = None
     averages: list[Average] = field(default_factory=list)
+    protocol: Optional[Protocol] = None
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -199,6 +236,14 @@ class Table:
     def cell(self, row: str, column: str, group: Optional[str] = None) -> Value:
         self.column(column)
         return self.row(row, group).values[column]
+
+    def protocol_of(self, row: Row, column: Column) -> Protocol:
+        """The evaluation protocol of one cell: the table's, then the column's, then the row's fields."""
+        p = self.protocol or Protocol()
+        for extra in (column.protocol, row.protocol):
+            if extra is not None:
+                p = extra.over(p)
+        return p
 
     def result_rows(self) -> list[Row]:
         """Rows that are measurements (not derived delta rows)."""
@@ -355,7 +400,7 @@ def check_deltas(table: Table) -> list[Discrepancy]:
 
 
 __all__ = [
-    "PUBLISHED_DIR", "Average", "Column", "ColumnDelta", "Discrepancy", "PublishedPaper", "Row",
+    "PUBLISHED_DIR", "Average", "Column", "ColumnDelta", "Discrepancy", "Protocol", "PublishedPaper", "Row",
     "RowDelta", "Table", "check_averages", "check_deltas", "get_table", "list_papers",
     "load_published", "load_published_file",
 ]

@@ -62,6 +62,9 @@ class Checkpoint:
     """A model on the hub. ``base``/``teacher`` have a smoke stand-in; ``published`` has none."""
     role: Literal["base", "teacher", "published"]
     smoke: Optional[SmokeKind] = None
+    base: Optional[str] = None
+    """For a trained checkpoint (``published``, or a teacher trained by others): the hub id it was
+    trained from, so comparisons know its base model (descriptive; reproduce compare)."""
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -122,8 +125,12 @@ class ModelSpec:
     hub: Optional[str] = None
     stages: list[str] = field(default_factory=list)
     missing: Optional[str] = None
+    base: Optional[str] = None
+    """For a ``missing`` row: the hub id the missing method starts from (descriptive; reproduce compare)."""
 
     def __post_init__(self) -> None:
+        if self.base is not None and self.missing is None:
+            raise ValueError("model: `base` describes a `missing` row only (a hub or stage row has its own)")
         if sum([self.hub is not None, bool(self.stages), self.missing is not None]) != 1:
             raise ValueError("model: give exactly one of `hub`, `stages` or `missing`")
 

@@ -125,7 +125,37 @@ def build_report(out: Path, table_id: str, *, tolerance: float = DEFAULT_TOLERAN
                     **state.stages.get(s.dir, {}), "compute": s.compute, "source": s.source}
                    for s in stage_dirs],
         "curves": stage_metrics(plan, out, [s.dir for s in stage_dirs]),
+        "provenance": _provenance(plan, out, table_id, [s.dir for s in stage_dirs], published_dir),
     }
+
+
+def _provenance(plan: Plan, out: Path, table_id: str, stage_dirs: list[str],
+                published_dir: Optional[Path]) -> dict[str, Any]:
+    """reproduce.provenance.collect for one table: its stages, its evaluations, its recipe and table."""
+    from reproduce.provenance import collect as collect_provenance
+    from reproduce.published import PUBLISHED_DIR
+    from reproduce.recipes import PAPERS_DIR
+
+    evals = sorted({plan.evals[e].dir for r in plan.tables[table_id].rows for e in r.evals.values()
+                    if e in plan.evals})
+    files = {"recipe": PAPERS_DIR / f"{plan.paper}.yaml",
+             "published": Path(published_dir or PUBLISHED_DIR) / f"{plan.paper}.yaml"}
+    return collect_provenance(out, stage_dirs=stage_dirs, eval_dirs=evals, files=files,
+                              eval_settings=plan.eval_settings)
+
+
+def provenance_lines(rep: dict[str, Any]) -> list[str]:
+    """One line a provenance section (code, packages, hardware, configs, datasets) for the reports."""
+    prov = rep.get("provenance")
+    if not prov:
+        return ["(no provenance recorded)"]
+    pk = ", ".join(f"{k} {v or 'not installed'}" for k, v in prov["packages"].items())
+    hw = prov["hardware"]
+    return [f"code revision: {prov['code_revision']}", f"packages: {pk}",
+            f"hardware: {hw.get('platform')}, {hw.get('cpus')} CPUs, accelerators: "
+            f"{', '.join(hw.get('accelerators') or []) or 'none'}",
+            "config hashes: " + ", ".join(f"{k} {v}" for k, v in prov["config_hashes"].items()),
+            "dataset revisions: " + (", ".join(f"{k} {v}" for k, v in prov["dataset_revisions"].items()) or "none")]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,6 +228,7 @@ def to_markdown(rep: dict[str, Any]) -> str:
         parts += ["## Training stages", "", tabulate(b, headers=h, tablefmt="github"), ""]
     h, b = _long(rep)
     parts += ["## Every cell", "", tabulate(b, headers=h, tablefmt="github"), ""]
+    parts += ["## Provenance", ""] + [f"- {line}" for line in provenance_lines(rep)] + [""]
     if rep["smoke"]:
         parts += [f"*{SMOKE_BANNER}*", ""]
     return "\n".join(parts)
@@ -343,7 +374,9 @@ def to_html(rep: dict[str, Any]) -> str:
     parts += ["<h2>Rows</h2>", _html_table(*_rows_table(rep))]
     if rep["stages"]:
         parts += ["<h2>Training stages</h2>", _html_table(*_stages_table(rep))]
-    parts += ["<h2>Every cell</h2>", _html_table(lh, lb, lcls), banner, "</body></html>"]
+    parts += ["<h2>Every cell</h2>", _html_table(lh, lb, lcls), "<h2>Provenance</h2><ul>"
+              + "".join(f"<li>{html.escape(line)}</li>" for line in provenance_lines(rep)) + "</ul>",
+              banner, "</body></html>"]
     return "\n".join(parts)
 
 
@@ -370,5 +403,5 @@ def regenerate(out: Path, *, tolerance: float = DEFAULT_TOLERANCE, tables: Optio
     return written
 
 
-__all__ = ["SMOKE_BANNER", "build_report", "collect", "plot_columns", "plot_curves", "regenerate", "to_html",
+__all__ = ["SMOKE_BANNER", "build_report", "collect", "plot_columns", "plot_curves", "provenance_lines", "regenerate", "to_html",
            "to_markdown", "write_reports"]
