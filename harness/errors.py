@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from harness.config import ConfigError
 
-__all__ = ["ConfigError", "DataError"]
+__all__ = ["ConfigError", "DataError", "RunError", "USER_ERRORS"]
 
 
 class DataError(ValueError):
@@ -18,3 +18,12 @@ class DataError(ValueError):
         if field:
             where += f": field {field!r}"
         super().__init__(f"{where}: {msg}")
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on for a reason outside the code (no space left on the device, no usable
+    checkpoint, a checkpoint from another setup); the message is one line naming the path."""
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, RunError)
+"""What a CLI reports as one line and exit code 2 (everything else is a bug: traceback)."""

@@ -15,33 +15,17 @@ run does nothing. A rerun with a different config is refused (the directory belo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from harness.config import ConfigError, to_dict
+from harness.durable import atomic_write_text
 from harness.jsonl import append_jsonl, read_jsonl
 
 COMPLETE = "COMPLETE"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def git_revision(repo: Path | None = None) -> str:
