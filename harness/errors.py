@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from harness.config import ConfigError
 
-__all__ = ["ConfigError", "DataError", "RunError", "USER_ERRORS"]
+__all__ = ["ConfigError", "DataError", "RunError", "USER_ERRORS", "UnknownNameError"]
 
 
 class DataError(ValueError):
@@ -25,5 +25,13 @@ class RunError(RuntimeError):
     checkpoint, a checkpoint from another setup); the message is one line naming the path."""
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, RunError)
+class UnknownNameError(KeyError):
+    """A name the user gave (paper, table, row, benchmark, method, stage, training set, reward)
+    that is not known; the message lists the known ones. A ``KeyError`` for compatibility."""
+
+    def __str__(self) -> str:  # KeyError's str() quotes its message
+        return str(self.args[0]) if self.args else ""
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, RunError, UnknownNameError)
 """What a CLI reports as one line and exit code 2 (everything else is a bug: traceback)."""

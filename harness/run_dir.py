@@ -51,11 +51,24 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix}: saved {a!r}, now {b!r}"]
 
 
+def require_directory(path: str | Path, what: str = "output directory") -> Path:
+    """``path`` as a Path, refused (one-line ``ConfigError``) when it exists and is not a directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: the {what} is a file, not a directory")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{parent}: not a directory (in the {what} {path})")
+            break
+    return path
+
+
 class RunDir:
     """One run's directory. Only the main rank writes; every rank may read."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = require_directory(path, "run directory")
 
     # ---- layout
     @property
