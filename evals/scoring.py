@@ -57,9 +57,12 @@ def strip_latex(s: str) -> str:
     return s.strip()
 
 
+_DROP_PUNCTUATION = str.maketrans("", "", "".join(ch for ch in string.punctuation if ch not in "-."))
+
+
 def normalize_text(s: str) -> str:
     s = strip_latex(s).lower()
-    s = "".join(ch for ch in s if ch not in string.punctuation or ch in "-.")
+    s = s.translate(_DROP_PUNCTUATION)
     s = re.sub(r"\s+", " ", s).strip(" .")
     return s
 
