@@ -25,10 +25,10 @@ from methods.grpo.trainer import train as train_grpo  # noqa: E402
 from methods.registry import load_method_config  # noqa: E402
 from methods.vold import train_rl, train_sft, train_traces  # noqa: E402
 
-GRPO = {"steps": 6, "save_every": 2}
+GRPO = {"steps": 4, "save_every": 2}
 VOLD_SFT = {"steps": 4, "data_limit": 8, "save_every": 2}
 VOLD_RL = {"steps": 4, "save_every": 2}
-EVAL = {"benchmarks": "mmstar", "smoke_n": 8, "batch_size": 1}
+EVAL = {"benchmarks": "mmstar", "smoke_n": 8, "batch_size": 1, "max_new_tokens": 16}
 GENERATED_LOG = "generated.log"
 
 
@@ -64,7 +64,7 @@ def job_eval(out: Path) -> None:
 
     evals.runner.make_engine = make_engine
     evals.run("smoke:qwen2_5_vl", EVAL["benchmarks"], out_dir=out, source="smoke", smoke_n=EVAL["smoke_n"],
-              batch_size=EVAL["batch_size"], progress=False)
+              batch_size=EVAL["batch_size"], max_new_tokens=EVAL["max_new_tokens"], progress=False)
 
 
 JOBS = {"grpo": job_grpo, "vold": job_vold, "eval": job_eval}
