@@ -8,6 +8,8 @@ import sys
 
 from tabulate import tabulate
 
+from harness.cli_errors import EXIT_USER_ERROR, run_reporting_errors
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evals", description="Evaluate a model on the papers' benchmarks.")
@@ -40,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return run_reporting_errors("evals", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.cmd == "list":
         from evals.benchmarks import REGISTRY
         rows = [(b.name, b.hf_id or "-", b.config or "", ",".join(b.splits) if len(b.splits) < 3
@@ -55,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                         judge_api_key=os.environ.get(args.judge_api_key_env) if args.judge else None,
                         batch_size=args.batch_size, system=args.system, seed=args.seed, device=args.device,
                         dtype=args.dtype, progress=not args.no_progress)
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError) as e:  # unknown names, bad settings (EvalConfigError names the file)
         print(f"evals: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     rows = [(name, s["n"], f"{s['accuracy']:.2f}", f"[{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}]",
              s["headline"], f"{(s['metrics'].get(s['headline'], s['accuracy'])):.2f}")
             for name, s in summaries.items()]

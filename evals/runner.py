@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
+from harness.durable import atomic_write_text
+from harness.run_dir import require_directory
 from harness.jsonl import append_jsonl, read_jsonl, repair_torn_tail
 from harness.rollout.base import RolloutEngine
 from harness.types import Sample, SamplingParams
@@ -110,10 +112,28 @@ def summarize(bench: Benchmark, records: list[dict], settings: RunSettings, n_re
     }
 
 
+def _read_settings(path: Path, records: Path) -> dict | None:
+    """The settings saved in ``path``; None when there are none (or only a torn file and no records
+    yet, which is as good as none). Unreadable settings next to records: an error naming the file."""
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(old, dict):
+            raise ValueError(f"expected a JSON object, got {type(old).__name__}")
+        return old
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        if not records.exists() or records.stat().st_size == 0:
+            return None
+        raise EvalConfigError(
+            f"{path}: unreadable ({type(e).__name__}: {e}); the records next to it were made with unknown "
+            f"settings: delete {path.parent} or use another --out directory") from None
+
+
 def _check_settings(path: Path, settings: RunSettings) -> None:
     cur = asdict(settings)
-    if path.exists():
-        old = json.loads(path.read_text())
+    old = _read_settings(path, path.with_name("records.jsonl"))
+    if old is not None:
         diff = {k: (old.get(k), v) for k, v in cur.items() if old.get(k) != v}
         if diff:
             raise EvalConfigError(
@@ -121,7 +141,7 @@ def _check_settings(path: Path, settings: RunSettings) -> None:
                 f"({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in diff.items())}); "
                 f"use another --out directory or delete it")
     else:
-        path.write_text(json.dumps(cur, indent=2))
+        atomic_write_text(path, json.dumps(cur, indent=2))
 
 
 def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: int | None = None,
@@ -158,7 +178,7 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         from evals.judge import Judge
         judge = Judge(judge_url, model=judge_model, api_key=judge_api_key)
     extractor = judge.name if judge else "rule"
-    out = Path(out_dir)
+    out = require_directory(out_dir, "--out directory")
     sampling = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     model_name = model if isinstance(model, str) else getattr(model, "path", repr(model))
     settings = RunSettings(model=model_name, source=str(source), mode=mode, k=k, temperature=temperature,
@@ -200,7 +220,7 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         bar.close()
         records = [done[s.id] for s in samples]
         summary = summarize(bench, records, settings)
-        (bdir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        atomic_write_text(bdir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
         summaries[name] = summary
     return summaries
 

@@ -44,7 +44,7 @@ def final_answer(response: str) -> str | None:
 
 
 # ------------------------------------------------------------------ text normalisation
-_LATEX_WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mathbf|operatorname|mbox)\s*\{([^{}]*)\}")
+_LATEX_WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mathbf|operatorname|mbox)\s*+\{([^{}]*+)\}")
 
 
 def strip_latex(s: str) -> str:
@@ -57,9 +57,12 @@ def strip_latex(s: str) -> str:
     return s.strip()
 
 
+_DROP_PUNCTUATION = str.maketrans("", "", "".join(ch for ch in string.punctuation if ch not in "-."))
+
+
 def normalize_text(s: str) -> str:
     s = strip_latex(s).lower()
-    s = "".join(ch for ch in s if ch not in string.punctuation or ch in "-.")
+    s = s.translate(_DROP_PUNCTUATION)
     s = re.sub(r"\s+", " ", s).strip(" .")
     return s
 
@@ -132,7 +135,10 @@ def _letters(sample: Sample) -> list[str]:
 
 
 _LETTER_ANSWER = re.compile(r"^\(?\s*([A-Z])(?=$|[\s.:)\]])")
-_LETTER_SET = re.compile(r"^\(?[A-Z]\)?(?:\s*(?:,|;|and|&|/)?\s*\(?[A-Z]\)?)*$")
+# One way to read each separator (possessive whitespace, the separator then its whitespace):
+# no alternative parse to backtrack into, so the match is linear (the old ``\s*(sep)?\s*`` was
+# exponential on "A A A ... !").
+_LETTER_SET = re.compile(r"^\(?[A-Z]\)?(?:\s*+(?:(?:,|;|and|&|/)\s*+)?\(?[A-Z]\)?)*+$")
 
 
 def letters_in_answer(ans: str, sample: Sample) -> str | None:
@@ -143,7 +149,7 @@ def letters_in_answer(ans: str, sample: Sample) -> str | None:
     """
     letters = _letters(sample)
     s = strip_latex(ans)
-    s = re.sub(r"^(?:option|choice|answer)\s*[:：]?\s*", "", s, flags=re.I).strip()
+    s = re.sub(r"^(?:option|choice|answer)\s*+[:：]?\s*+", "", s, flags=re.I).strip()
     if sample.meta.get("multi_answer") and _LETTER_SET.match(s):
         found = sorted(set(re.findall(r"[A-Z]", s)))
         if found and all(x in letters for x in found):

@@ -1,5 +1,10 @@
 """Final-answer extraction from model responses: pure string functions, linear time, no parsing.
 
+Every pattern here is free of nested or adjacent unbounded quantifiers (whitespace runs are
+matched possessively, ``\\s*+``), braces are paired in one pass, and a response longer than
+``MAX_SCAN_CHARS`` is read from its tail only, so the time of any entry point is linear in
+``min(len(text), MAX_SCAN_CHARS)`` (``tests/test_extraction_fuzz.py`` measures it).
+
 Rules (see ``extract_answer``) follow the conventions of verl / open-r1 (last ``\\boxed{}``) and
 VLMEvalKit (option letters, option text). ``harness.rewards`` builds verification on top.
 """
@@ -14,43 +19,47 @@ __all__ = [
     "match_choice_text",
     "normalize_answer",
     "OPTION_LETTERS",
+    "MAX_SCAN_CHARS",
 ]
 
 OPTION_LETTERS = "ABCDEFGHIJ"
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_BRACE_RE = re.compile(r"[{}\\]")
-_ANSWER_RE = re.compile(r"(?i)\banswer\b\**\s*(?:is\b\s*:?|:|=)\s*\**\s*(.*)")
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*+\{")
+_ESCAPE_OR_BRACE_RE = re.compile(r"\\.|[{}]", re.S)
+_ANSWER_RE = re.compile(r"(?i)\banswer\b\**+\s*+(?:is\b\s*+:?|:|=)\s*+\**+\s*+(.*)")
 _TRAILING_LETTER_RE = re.compile(r"(?:^|[\s:*])\(([A-Z])\)[\s.!*]*\Z")
-_OPTION_WORD_RE = re.compile(r"(?i)\b(?:option|choice)\s*(?:is\s*)?:?\s*\(?([A-Z])\)?(?![\w])")
+_OPTION_WORD_RE = re.compile(r"(?i)\b(?:option|choice)\s*+(?:is\s*+)?:?\s*+\(?([A-Z])\)?(?![\w])")
+_OPTION_PREFIX_RE = re.compile(r"(?i)^(?:the\s++)?(?:correct\s++)?(?:option|choice)\s*+(?:is\s*+)?:?\s*+")
 _SENTENCE_END_RE = re.compile(r"\.(?=\s|\Z)")
-_TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*+\{([^{}]*+)\}")
 _SPACING_RE = re.compile(r"\\[,;:! ]|\\q?quad\b|~")
 _PAREN_LETTER_RE = re.compile(r"\(([A-Z])\)")
 
 # A bare response (no marker at all) counts as its own answer when it is this short.
 BARE_ANSWER_MAX_CHARS = 64
+# Longer responses are read from their last this-many characters (where the final answer is).
+MAX_SCAN_CHARS = 100_000
 
 
-def _matching_brace(text: str, start: int) -> int | None:
-    """Index of the ``}`` closing the group opened just before ``start``; None if never closed.
+def _window(text: str) -> str:
+    return text[-MAX_SCAN_CHARS:] if len(text) > MAX_SCAN_CHARS else text
 
-    Escaped characters (``\\{``, ``\\}``, ``\\\\``) do not count as braces.
+
+def _brace_pairs(text: str) -> dict[int, int]:
+    """``{index of "{": index of the "}" closing it}`` for every closed group, in one pass.
+
+    Escaped characters (``\\{``, ``\\}``, ``\\\\``) do not count as braces. A group's close is the
+    first ``}`` at which the braces opened after it are all closed again, as when scanning from it.
     """
-    depth = 1
-    pos = start
-    while True:
-        m = _BRACE_RE.search(text, pos)
-        if m is None:
-            return None
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _ESCAPE_OR_BRACE_RE.finditer(text):
         ch = m.group()
-        if ch == "\\":
-            pos = m.end() + 1
-            continue
-        depth += 1 if ch == "{" else -1
-        if depth == 0:
-            return m.start()
-        pos = m.end()
+        if ch == "{":
+            stack.append(m.start())
+        elif ch == "}" and stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
 
 
 def last_boxed(text: str) -> str | None:
@@ -59,23 +68,37 @@ def last_boxed(text: str) -> str | None:
     A box nested inside another counts as part of it; a box whose whole content is another box
     is unwrapped (``\\boxed{\\boxed{5}}`` -> ``5``). If the last box is never closed (a truncated
     response), there is no boxed answer (None), as in verl's ``last_boxed_only_string``.
+    Linear time: braces are paired once; unwrapping only moves two indices inwards.
     """
-    pos, content = 0, None
+    if not isinstance(text, str):
+        return None
+    text = _window(text)
+    pairs: dict[int, int] | None = None
+    pos, span = 0, None
     while True:
         m = _BOX_RE.search(text, pos)
         if m is None:
             break
-        close = _matching_brace(text, m.end())
+        if pairs is None:
+            pairs = _brace_pairs(text)
+        close = pairs.get(m.end() - 1)
         if close is None:
             return None
-        content, pos = text[m.end():close], close + 1
-    while content is not None:
-        inner = content.strip()
-        m = _BOX_RE.match(inner)
-        if m is None or _matching_brace(inner, m.end()) != len(inner) - 1:
+        span, pos = (m.end(), close), close + 1
+    if span is None or pairs is None:
+        return None
+    start, end = span
+    while True:  # unwrap a box whose whole (stripped) content is another box
+        i, j = start, end
+        while i < j and text[i].isspace():
+            i += 1
+        while j > i and text[j - 1].isspace():
+            j -= 1
+        m = _BOX_RE.match(text, i, j)
+        if m is None or pairs.get(m.end() - 1) != j - 1:
             break
-        content = inner[m.end():-1]
-    return content
+        start, end = m.end(), j - 1
+    return text[start:end]
 
 
 def _clean(ans: str) -> str | None:
@@ -137,6 +160,7 @@ def extract_answer(text: str) -> str | None:
     """
     if not isinstance(text, str) or not text.strip():
         return None
+    text = _window(text)
     boxed = last_boxed(text)
     if boxed is not None and (ans := _clean(boxed)):
         return ans
@@ -193,11 +217,12 @@ def extract_choice(text: str, letters: str = OPTION_LETTERS) -> str | None:
     """
     if not isinstance(text, str):
         return None
+    text = _window(text)
     letters = letters.upper()
     ans = extract_answer(text)
     if ans is not None:
         s = _unwrap_text(ans).strip().strip("*$ ")
-        s = re.sub(r"(?i)^(?:the\s+)?(?:correct\s+)?(?:option|choice)\s*(?:is\s*)?:?\s*", "", s)
+        s = _OPTION_PREFIX_RE.sub("", s)
         # no "," after the letter: "A, B" lists two options (VLMEvalKit: no answer)
         m = re.match(r"\(([A-Z])\)(?![\w])|([A-Z])(?=\Z|[.:)\]}])", s)
         letter = m and (m.group(1) or m.group(2))
@@ -227,6 +252,7 @@ def match_choice_text(text: str, choices: dict[str, str]) -> str | None:
     """
     if not isinstance(text, str) or not choices:
         return None
+    text = _window(text)
     opts = {k: _norm_text(str(v)) for k, v in choices.items()}
     opts = {k: v for k, v in opts.items() if v}
     ans = extract_answer(text)

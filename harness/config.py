@@ -6,6 +6,7 @@ dotted key, e.g. ``configs/run.yaml: optim.lr: expected float, got str ('fast')`
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -70,13 +71,19 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             # YAML reads "1e-3" (no dot) as a string: accept numeric strings for floats.
+            number = None
             if isinstance(value, str):
                 try:
-                    return float(value)
+                    number = float(value)
                 except ValueError:
                     pass
-            raise _fail(source, key, f"expected float, got {type(value).__name__} ({value!r})")
-        return float(value)
+            if number is None:
+                raise _fail(source, key, f"expected float, got {type(value).__name__} ({value!r})")
+        else:
+            number = float(value)
+        if not math.isfinite(number):  # nan / inf: never a usable setting (and nan != nan on resume)
+            raise _fail(source, key, f"expected a finite float, got {value!r}")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _fail(source, key, f"expected int, got {type(value).__name__} ({value!r})")

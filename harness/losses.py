@@ -25,6 +25,7 @@ from typing import Callable, Literal, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from harness.errors import UnknownNameError
 
 __all__ = [
     "AGG_MODES",
@@ -69,7 +70,7 @@ def get_loss(name: str) -> Callable:
     try:
         return LOSSES[name]
     except KeyError:
-        raise KeyError(f"unknown loss {name!r}; known: {sorted(LOSSES)}") from None
+        raise UnknownNameError(f"unknown loss {name!r}; known: {sorted(LOSSES)}") from None
 
 
 # --------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import torch
 
 from harness.rewards import exact_match, math_reward
 from harness.types import Trajectories
+from harness.errors import UnknownNameError
 
 RewardFn = Callable[[Trajectories], torch.Tensor]
 
@@ -46,7 +47,7 @@ def reward_names() -> list[str]:
 def make_reward_fn(name: str) -> RewardFn:
     """The reward registered as ``name``; ``KeyError`` listing the known names otherwise."""
     if name not in REWARDS:
-        raise KeyError(f"reward {name!r}: known rewards are {reward_names()}")
+        raise UnknownNameError(f"reward {name!r}: known rewards are {reward_names()}")
     return REWARDS[name]
 
 

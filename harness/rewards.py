@@ -52,6 +52,7 @@ from pathlib import Path
 
 from harness.answers import (
     _OPTION_WORD_RE,
+    _window,
     OPTION_LETTERS,
     extract_answer,
     extract_choice,
@@ -271,12 +272,12 @@ def verifier_stats() -> VerifierStats:
 # --------------------------------------------------------------------------------------------
 _NUMBER_RE = re.compile(
     r"(?P<num>[-+]?(?:\d{1,3}(?:,\d{3}){1,12}|\d{1,40})(?:\.\d{1,40})?|[-+]?\.\d{1,40})"
-    r"\s*(?P<pct>%|percent\b)?"
-    r"(?:\s*(?:\^\{?\\circ\}?|°|\\circ|"  # degrees
+    r"\s*+(?P<pct>%|percent\b)?"
+    r"(?:\s*+(?:\^\{?\\circ\}?|°|\\circ|"  # degrees
     r"(?<=\s)[a-zA-Z]{1,12}(?:\^\{?\d\}?)?(?:/[a-zA-Z]{1,6})?|"  # "12 m", "3 cm^2", "5 m/s"
     r"[a-zA-Z]{2,12}(?:\^\{?\d\}?)?(?:/[a-zA-Z]{1,6})?))?"  # "12cm" (one glued letter: "2x", no)
 )
-_TEXT_WRAPPER_RE = re.compile(r"\\(?:text|mathrm|mbox)\s*\{([^{}]*)\}")
+_TEXT_WRAPPER_RE = re.compile(r"\\(?:text|mathrm|mbox)\s*+\{([^{}]*+)\}")
 _SPACING_RE = re.compile(r"\\[,;:! ]|\\q?quad\b|~")
 _ROUND = Decimal("1e-6")
 _CONTEXT = Context(prec=120)  # exact for the <= 80-digit numbers the regex admits
@@ -349,6 +350,7 @@ def verify(
 def _verify(response, gold, timeout_s, choices, letters) -> bool:
     if not isinstance(response, str) or gold is None:
         return False
+    response = _window(response)
     gold_ans = _gold_answer(str(gold))
     if not gold_ans:
         return False

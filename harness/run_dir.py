@@ -15,33 +15,17 @@ run does nothing. A rerun with a different config is refused (the directory belo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from harness.config import ConfigError, to_dict
+from harness.durable import atomic_write_text
 from harness.jsonl import append_jsonl, read_jsonl
 
 COMPLETE = "COMPLETE"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def git_revision(repo: Path | None = None) -> str:
@@ -67,11 +51,24 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix}: saved {a!r}, now {b!r}"]
 
 
+def require_directory(path: str | Path, what: str = "output directory") -> Path:
+    """``path`` as a Path, refused (one-line ``ConfigError``) when it exists and is not a directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: the {what} is a file, not a directory")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{parent}: not a directory (in the {what} {path})")
+            break
+    return path
+
+
 class RunDir:
     """One run's directory. Only the main rank writes; every rank may read."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = require_directory(path, "run directory")
 
     # ---- layout
     @property

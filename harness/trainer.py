@@ -14,6 +14,7 @@ are still computed and logged.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.forward import Forward, policy_forward
-from harness.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_final, seed_everything
+from harness.checkpoint import (find_checkpoint, load_checkpoint, make_room, save_checkpoint, save_final,
+                                seed_everything, set_aside)
 from harness.distributed import Strategy, make_strategy
 from harness.models import load_model, resolve_dtype, resolve_model_name
 from harness.optim import build_optimizer, build_scheduler
@@ -34,6 +36,8 @@ from harness.train_config import OnlineConfig, TrainConfig
 from harness.types import Sample, SamplingParams, Trajectories
 from harness.update import (Grads, LossFn, Normalizers, Objective, accumulate_update, reduce_floats, select_rows,
                             split_rows, sum_objectives)
+
+logger = logging.getLogger(__name__)
 
 StepFn = Callable[[int, list[Sample]], dict[str, float]]
 """(step index from 0, this rank's samples of the step) -> metrics."""
@@ -135,13 +139,20 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, load_data: Callable[[
         scheduler = build_scheduler(optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
         policy.model, optimizer = strategy.wrap(policy.model, optimizer)
         start = 0
-        ckpt = latest_checkpoint(run.checkpoints)
+        ckpt, unusable = find_checkpoint(run.checkpoints)
+        if strategy.is_main:
+            for bad, why in unusable:
+                logger.warning("skipping checkpoint %s: %s; resuming from %s", bad, why,
+                               ckpt.path if ckpt is not None else "the start")
+        strategy.barrier()  # every rank has chosen before the unusable ones are set aside
+        if strategy.is_main:
+            set_aside(unusable)
         if ckpt is not None:
             load_checkpoint(ckpt, policy.model, optimizer, scheduler, strategy)
             sampler.load_state_dict(ckpt.data["sampler"])
             start = ckpt.step
-            if strategy.is_main:
-                run.truncate_metrics(start)
+        if strategy.is_main:
+            run.truncate_metrics(start)  # steps logged after the checkpoint (or with none) run again
         ctx = Context(cfg=cfg, policy=policy, optimizer=optimizer, scheduler=scheduler, strategy=strategy, run=run)
         step_fn = build_step(ctx)
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -164,6 +175,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, load_data: Callable[[
         if end < cfg.steps:
             return None
         if strategy.is_main:
+            make_room(run.checkpoints, 2 * sum(p.numel() * p.element_size() for p in policy.model.parameters()))
             save_final(run.final, policy.model, getattr(policy, "tokenizer", None), getattr(policy, "processor", None))
             run.mark_complete({"steps": cfg.steps, "final": str(run.final)})
         strategy.barrier()

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from harness.config import ConfigError, load_config, parse_overrides
-from harness.errors import DataError
+from harness.cli_errors import run_reporting_errors
+from harness.errors import UnknownNameError
 
 TrainFn = Callable[..., Path]
 """``(overrides, out_dir, profile, *, validator=None) -> final model directory``."""
@@ -96,7 +96,7 @@ def get_method(name: str) -> MethodSpec:
     try:
         return METHODS[name]
     except KeyError:
-        raise KeyError(f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}") from None
+        raise UnknownNameError(f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}") from None
 
 
 def method_parser(prog: str, description: str, profiles: Iterable[str], default_out: str) -> argparse.ArgumentParser:
@@ -111,16 +111,16 @@ def method_parser(prog: str, description: str, profiles: Iterable[str], default_
     return p
 
 
-def run_cli(run: Callable[[], Path | None], out: Path, stop_after: int | None) -> int:
-    """Run a trainer for a CLI: print the final directory (or how to resume); a bad config or data
-    row is one line on stderr and exit code 2."""
-    try:
+def run_cli(run: Callable[[], Path | None], out: Path, stop_after: int | None, prog: str = "train") -> int:
+    """Run a trainer for a CLI: print the final directory (or how to resume); a user mistake (bad
+    config or data row, unknown name, ``--out`` a file, no space left, hub unreachable: see
+    ``harness.cli_errors``) is one line on stderr and exit code 2."""
+    def go() -> int:
         final = run()
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(final if final is not None else f"stopped after {stop_after} steps; rerun to resume: {out}")
-    return 0
+        print(final if final is not None else f"stopped after {stop_after} steps; rerun to resume: {out}")
+        return 0
+
+    return run_reporting_errors(prog, go)
 
 
 def cli_main(name: str, cls: type, profiles: dict[str, dict[str, Any]], train: Callable[..., Path | None],
@@ -134,4 +134,4 @@ def cli_main(name: str, cls: type, profiles: dict[str, dict[str, Any]], train: C
         cfg = load_method_config(cls, profiles, args.profile, args.config, parse_overrides(args.overrides))
         return train(cfg, out, stop_after=args.stop_after)
 
-    return run_cli(run, out, args.stop_after)
+    return run_cli(run, out, args.stop_after, prog=f"methods.{name}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
+from harness.errors import UnknownNameError
 
 
 def default_out(paper: str, table: str, profile: str) -> Path:
@@ -31,6 +32,10 @@ def run_table(paper: str, table: str, profile: str = "smoke", out: Optional[str 
     from reproduce.report import build_report, to_markdown, write_reports
     from reproduce.runner import _smoke_path, execute
 
+    from harness.run_dir import require_directory
+
+    if out is not None:
+        out = require_directory(out, "--out directory")
     recipe = load_recipe(paper, recipe_dir or PAPERS_DIR)
     from reproduce.published import PUBLISHED_DIR, load_published
     published = load_published(recipe.published, published_dir or PUBLISHED_DIR)
@@ -53,7 +58,7 @@ def run_table(paper: str, table: str, profile: str = "smoke", out: Optional[str 
         known = {r.key for r in recipe.table(table).rows} | {f"{r.group}/{r.key}" for r in recipe.table(table).rows}
         unknown = [r for r in rows if r not in known]
         if unknown:
-            raise KeyError(f"{paper} {table}: unknown rows {unknown} (rows: {sorted(known)})")
+            raise UnknownNameError(f"{paper} {table}: unknown rows {unknown} (rows: {sorted(known)})")
     plan = build_plan(recipe, [table], profile, methods)
     text = format_plan(plan, table, rows)
     if dry_run:

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from harness.cli_errors import run_reporting_errors
 from reproduce.diff import DEFAULT_TOLERANCE, check_regressions
 
 
@@ -125,7 +126,14 @@ def compare_main(argv: list[str]) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Exit 0 on success; 2 with one line on stderr for a user mistake (unknown paper / table / row,
+    ``--out`` a file, unreadable input, hub unreachable: ``harness.cli_errors``); 1 from ``check``
+    when a cell regressed."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    return run_reporting_errors("reproduce", lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] == "list":
         print(list_tables())
         return 0
@@ -170,7 +178,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             report = json.loads(Path(a.report).read_text())
             baseline = json.loads(Path(a.baseline).read_text())
         except (OSError, json.JSONDecodeError) as e:
-            print(f"error: cannot read report: {e}", file=sys.stderr)
+            print(f"reproduce: error: cannot read report: {e}", file=sys.stderr)
             return 2
         if not isinstance(report, dict) or not isinstance(baseline, dict) or "cells" not in report:
             print("error: not a reproduce report JSON (no 'cells')", file=sys.stderr)

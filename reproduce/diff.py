@@ -139,7 +139,12 @@ def measure(bench_dir: Path, metric: str = "accuracy") -> Measurement:
     summary_path = Path(bench_dir) / "summary.json"
     if not summary_path.is_file():
         return Measurement(None, reason=f"no evaluation summary at {summary_path}")
-    summary = json.loads(summary_path.read_text())
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        if not isinstance(summary, dict):
+            raise ValueError(f"expected a JSON object, got {type(summary).__name__}")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return Measurement(None, reason=f"{summary_path}: unreadable ({type(e).__name__}: {e}); rerun the evaluation")
     n = summary.get("n")
     if metric == "accuracy":
         value = summary.get("accuracy")

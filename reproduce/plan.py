@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from reproduce.recipes import PROFILES, Recipe, Stage, TableRecipe, eval_key
+from harness.errors import UnknownNameError
 
 PLAN_FILE = "plan.json"
 RUNNABLE = "runnable"
@@ -225,7 +226,7 @@ class _Planner:
         if stage.id in self._by_stage_id:
             return self._by_stage_id[stage.id]
         if stage.method not in self.methods:
-            raise KeyError(f"{self.recipe.paper}: stage {stage.id}: method {stage.method!r} is not in "
+            raise UnknownNameError(f"{self.recipe.paper}: stage {stage.id}: method {stage.method!r} is not in "
                            f"methods.registry.METHODS (known: {sorted(self.methods)})")
         implemented = bool(getattr(self.methods[stage.method], "implemented", False))
         init_id, init_src, init_status = self._ref(stage.init)

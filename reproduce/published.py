@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Literal, Optional, TypeVar, Union
 
 from harness.config import ConfigError, load_config
+from harness.errors import UnknownNameError
 
 T = TypeVar("T")
 
@@ -222,7 +223,7 @@ class Table:
         for c in self.columns:
             if c.key == key:
                 return c
-        raise KeyError(f"{self.id}: no column {key!r} (columns: {[c.key for c in self.columns]})")
+        raise UnknownNameError(f"{self.id}: no column {key!r} (columns: {[c.key for c in self.columns]})")
 
     def row(self, key: str, group: Optional[str] = None) -> Row:
         found = [r for r in self.rows if r.key == key and (group is None or r.group == group)]
@@ -230,8 +231,8 @@ class Table:
             return found[0]
         if not found:
             known = sorted({f"{r.group}/{r.key}" if r.group else r.key for r in self.rows})
-            raise KeyError(f"{self.id}: no row {key!r}{f' in group {group!r}' if group else ''} (rows: {known})")
-        raise KeyError(f"{self.id}: row {key!r} is in several groups {[r.group for r in found]}: pass group=")
+            raise UnknownNameError(f"{self.id}: no row {key!r}{f' in group {group!r}' if group else ''} (rows: {known})")
+        raise UnknownNameError(f"{self.id}: row {key!r} is in several groups {[r.group for r in found]}: pass group=")
 
     def cell(self, row: str, column: str, group: Optional[str] = None) -> Value:
         self.column(column)
@@ -268,7 +269,7 @@ class PublishedPaper:
         for t in self.tables:
             if t.id == table_id:
                 return t
-        raise KeyError(f"{self.paper}: no table {table_id!r} (tables: {[t.id for t in self.tables]})")
+        raise UnknownNameError(f"{self.paper}: no table {table_id!r} (tables: {[t.id for t in self.tables]})")
 
     def results_tables(self) -> list[Table]:
         return [t for t in self.tables if t.kind == "results"]
@@ -294,7 +295,7 @@ def find_paper_yaml(paper: str, directory: Path | str, what: str) -> Path:
     path = Path(directory) / f"{paper}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in Path(directory).glob("*.yaml"))
-        raise KeyError(f"no {what} for paper {paper!r} (known: {known})")
+        raise UnknownNameError(f"no {what} for paper {paper!r} (known: {known})")
     return path
 
 

@@ -50,6 +50,7 @@ from typing import Any, Literal, Optional, Union
 
 from harness.config import merge
 from reproduce.published import find_paper_yaml, load_paper_yaml
+from harness.errors import UnknownNameError
 
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
 PROFILES = ("smoke", "paper")
@@ -210,7 +211,7 @@ class TableRecipe:
     def row(self, key: str, group: Optional[str] = None) -> RowRecipe:
         found = [r for r in self.rows if r.key == key and (group is None or r.group == group)]
         if len(found) != 1:
-            raise KeyError(f"{self.id}: row {key!r}{f' (group {group!r})' if group else ''}: "
+            raise UnknownNameError(f"{self.id}: row {key!r}{f' (group {group!r})' if group else ''}: "
                            f"{'ambiguous' if found else 'unknown'} (rows: {[r.key for r in self.rows]})")
         return found[0]
 
@@ -218,7 +219,7 @@ class TableRecipe:
         for c in self.columns:
             if c.key == key:
                 return c
-        raise KeyError(f"{self.id}: no column {key!r}")
+        raise UnknownNameError(f"{self.id}: no column {key!r}")
 
 
 @dataclass
@@ -302,13 +303,13 @@ class Recipe:
         for s in self.stages:
             if s.id == stage_id:
                 return s
-        raise KeyError(f"{self.paper}: no stage {stage_id!r} (stages: {[s.id for s in self.stages]})")
+        raise UnknownNameError(f"{self.paper}: no stage {stage_id!r} (stages: {[s.id for s in self.stages]})")
 
     def table(self, table_id: str) -> TableRecipe:
         for t in self.tables:
             if t.id == table_id:
                 return t
-        raise KeyError(f"{self.paper}: no recipe for table {table_id!r} (tables: {[t.id for t in self.tables]})")
+        raise UnknownNameError(f"{self.paper}: no recipe for table {table_id!r} (tables: {[t.id for t in self.tables]})")
 
     def eval_settings(self, profile: str) -> EvalSettings:
         if profile in self.evaluation:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from evals.benchmarks.base import Benchmark
+from harness.errors import UnknownNameError
 
 MODULES = ("mathvista", "mathverse", "mathvision", "mmmu_pro", "mmstar", "dynamath", "wemath",
            "logicvista", "geometry3k", "aime24", "aime25", "amc23", "math500", "minerva_math",
@@ -41,7 +42,7 @@ def get_benchmark(name: str) -> Benchmark:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+        raise UnknownNameError(f"unknown benchmark {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
 def resolve_names(spec: str | list[str]) -> list[str]:
@@ -57,7 +58,7 @@ def resolve_names(spec: str | list[str]) -> list[str]:
             new = [get_benchmark(item).name]
         names += [n for n in new if n not in names]
     if not names:
-        raise KeyError("no benchmark given")
+        raise UnknownNameError("no benchmark given")
     return names
 
 

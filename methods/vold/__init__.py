@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from methods.vold.config import CONFIGS, PROFILES, STAGES, TracesConfig, VOLDConfig, VOLDSFTConfig
+from harness.errors import UnknownNameError
 
 __all__ = ["CONFIGS", "PROFILES", "STAGES", "TracesConfig", "VOLDConfig", "VOLDSFTConfig", "load_stage_config",
            "run_stage", "train_traces", "train_sft", "train_rl"]
@@ -22,7 +23,7 @@ def load_stage_config(stage: str, profile: str = "smoke", overrides: dict[str, A
     from methods.registry import load_method_config
 
     if stage not in STAGES:
-        raise KeyError(f"unknown VOLD stage {stage!r}; known: {', '.join(STAGES)}")
+        raise UnknownNameError(f"unknown VOLD stage {stage!r}; known: {', '.join(STAGES)}")
     return load_method_config(CONFIGS[stage], PROFILES[stage], profile, config_file, overrides)
 
 

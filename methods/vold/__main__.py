@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_stage_config(args.stage, args.profile, overrides, args.config)
         return run_stage(args.stage, cfg, out, stop_after=args.stop_after, validator=_validator(cfg))
 
-    return run_cli(run, out, args.stop_after)
+    return run_cli(run, out, args.stop_after, prog="methods.vold")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from harness.jsonl import read_jsonl
 from harness.models import resolve_model_name
+from harness.durable import fsync_dir, fsync_tree
 from harness.run_dir import RunDir, atomic_write_text
 from harness.types import Sample, SamplingParams, Trajectories
 from methods.vold.config import TracesConfig
@@ -142,10 +143,12 @@ def generate_traces(cfg: TracesConfig, out_dir: str | Path, *,
                 "drop_truncated": cfg.drop_truncated, "temperature": cfg.temperature, "top_p": cfg.top_p,
                 "seed": cfg.seed, **totals}
     (tmp / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
+    fsync_tree(tmp)
     if final.exists():
         import shutil
 
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fsync_dir(final.parent)
     run.mark_complete(manifest)
     return final
