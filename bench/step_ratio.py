@@ -8,7 +8,7 @@ to the GRPO arm. The full-vocabulary arms pay for the teacher's forward and the 
 vocabulary; before the method seam v2 they also ran a second student forward and backward inside
 the loss, which this benchmark was written to measure.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python bench/step_ratio.py [--steps 8] [--repeats 3] [--out results/bench/step_ratio-cpu.md]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python bench/step_ratio.py [--steps 8] [--repeats 3] [--vocab smoke|qwen] [--out results/bench/step_ratio-cpu.md]
 """
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ ARMS = {
     "vold full_reverse": {"kl_estimator": "full_reverse"},
     "vold full_forward": {"kl_estimator": "full_forward"},
 }
+
+
+VOCABS = {"smoke": {}, "qwen": {"model": "smoke:qwen2_5_vl_qwenvocab", "teacher": "smoke:qwen3_qwenvocab"}}
+"""``--vocab``: the small offline BPE of the default smoke models, or the real Qwen vocabulary
+(151,936-wide tiny models, harness.tiny's ``*_qwenvocab`` kinds)."""
 
 
 def run_arm(overrides: dict, steps: int, root: Path) -> tuple[float, float]:
@@ -53,6 +58,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every arm")
     ap.add_argument("--out", default=None, help="write a Markdown table here")
     ap.add_argument("--label", default="", help="what code was measured (e.g. a revision)")
+    ap.add_argument("--vocab", choices=sorted(VOCABS), default="smoke", help="tiny models' vocabulary")
     args = ap.parse_args()
     import torch
 
@@ -61,13 +67,13 @@ def main() -> None:
     times: dict[str, list[tuple[float, float]]] = {a: [] for a in ARMS}
     for _ in range(args.repeats):
         for arm, ov in ARMS.items():
-            times[arm].append(run_arm(ov, args.steps, root))
+            times[arm].append(run_arm({**VOCABS[args.vocab], **ov}, args.steps, root))
     shutil.rmtree(root, ignore_errors=True)
     med = {a: (statistics.median(s for s, _ in v), statistics.median(u for _, u in v)) for a, v in times.items()}
     base_step, base_update = med["grpo (vold beta=0)"]
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [f"Revision {rev} {args.label}".rstrip() + f"; {platform.processor() or platform.machine()}, "
-             f"torch threads 1; {args.repeats} repeats x {args.steps} steps, median of steps 2..N; "
+             f"torch threads 1; {args.vocab} vocabulary; {args.repeats} repeats x {args.steps} steps, median of steps 2..N; "
              f"{time.strftime('%Y-%m-%d')}", "",
              "| arm | step s | step / GRPO | after-rollout s | after-rollout / GRPO |", "|---|---|---|---|---|"]
     for arm, (s, u) in med.items():

@@ -128,12 +128,36 @@ def load_preprocessing(name_or_path: str | Path, *, trust_remote_code: bool = Fa
 
     path = str(name_or_path)
     is_vlm = _is_vlm_config(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    tokenizer.padding_side = "left"
-    if tokenizer.chat_template is None:
-        tokenizer.chat_template = _processor_chat_template(path)
+    key = _tokenizer_key(path, trust_remote_code)
+    tokenizer = _TOKENIZERS.get(key) if key is not None else None
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer.padding_side = "left"
+        if tokenizer.chat_template is None:
+            tokenizer.chat_template = _processor_chat_template(path)
+        if key is not None:
+            if len(_TOKENIZERS) >= 8:
+                _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
+            _TOKENIZERS[key] = tokenizer
     processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code) if is_vlm else None
     return tokenizer, processor, is_vlm
+
+
+_TOKENIZERS: dict[tuple, Any] = {}
+"""Tokenizers loaded from local directories in this process, by ``_tokenizer_key``: a real-vocabulary
+tokenizer takes seconds to parse, and a run loads the same one for its student, teacher and
+reference. Bundles of one checkpoint share the object; nothing in the project mutates a loaded
+tokenizer."""
+
+
+def _tokenizer_key(path: str, trust_remote_code: bool) -> tuple | None:
+    """(directory, its tokenizer files' names, sizes and mtimes) for a local checkpoint; None for a hub id."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir()
+                   if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "vocab", "merges", "added_tokens")))
+    return (str(folder.resolve()), trust_remote_code, tuple(files))
 
 
 def _processor_chat_template(path: str) -> str | None:

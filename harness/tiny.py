@@ -27,6 +27,11 @@ SMOKE_KINDS: dict[str, tuple[str, dict]] = {
     # distributions (per-token reverse KL from the tiny student ~1.5 nats instead of ~0.02), so
     # smoke distillation has a real distance to close.
     "qwen3_teacher": ("qwen3", {"head_std": 0.15}),
+    # The same architectures on the real Qwen vocabulary (harness.tokenizer.build_qwen_tokenizer):
+    # 151,936-wide embeddings tied to the lm_head (as the Qwen2.5-VL-3B and Qwen3-VL-2B/4B
+    # checkpoints), special tokens at their real ids. Opt-in: the default smoke kinds stay on the
+    # small offline BPE until the smoke profile moves (docs/smoke_profile.md).
+    **{f"{k}_qwenvocab": (k, {"vocab": "qwen"}) for k in TINY_KINDS},
 }
 """Cached smoke model names (``smoke:<name>``) -> (tiny architecture kind, build options)."""
 SMOKE_VERSION = "v2"  # bump when the builders or the cache layout change so stale caches are not reused
@@ -61,8 +66,8 @@ def _mrope_section(head_dim: int, interleaved: bool) -> list[int]:
 
 def tiny_config(kind: str, vocab_size: int, special_ids: dict[str, int], *, hidden: int = 128,
                 layers: int = 2, heads: int = 2, kv_heads: int = 1, intermediate: int = 256,
-                vision_hidden: int = 64, vision_depth: int = 2):
-    """The transformers config of a tiny model of ``kind``."""
+                vision_hidden: int = 64, vision_depth: int = 2, tie: bool = False):
+    """The transformers config of a tiny model of ``kind`` (``tie``: lm_head = input embedding)."""
     from transformers import Qwen2_5_VLConfig, Qwen3Config, Qwen3VLConfig
 
     head_dim = hidden // heads
@@ -79,7 +84,7 @@ def tiny_config(kind: str, vocab_size: int, special_ids: dict[str, int], *, hidd
     }
     text = dict(_text_sizes(hidden, layers, heads, kv_heads, intermediate), vocab_size=vocab_size, **tokens)
     if kind == "qwen3":
-        return Qwen3Config(**text, head_dim=head_dim, tie_word_embeddings=False,
+        return Qwen3Config(**text, head_dim=head_dim, tie_word_embeddings=tie,
                            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0})
     if kind == "qwen2_5_vl":
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1_000_000.0,
@@ -90,7 +95,7 @@ def tiny_config(kind: str, vocab_size: int, special_ids: dict[str, int], *, hidd
             "spatial_merge_size": _MERGE, "temporal_patch_size": 2, "window_size": 56,
             "fullatt_block_indexes": [vision_depth - 1],
         }
-        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=tie,
                                 **vision_ids, **tokens)
     if kind == "qwen3_vl":
         text["head_dim"] = head_dim
@@ -103,7 +108,7 @@ def tiny_config(kind: str, vocab_size: int, special_ids: dict[str, int], *, hidd
             "spatial_merge_size": _MERGE, "temporal_patch_size": 2, "num_position_embeddings": 64,
             "deepstack_visual_indexes": [0],
         }
-        return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+        return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=tie,
                              **vision_ids, **tokens)
     raise ValueError(f"unknown tiny model kind {kind!r}; known: {', '.join(TINY_KINDS)}")
 
@@ -120,23 +125,28 @@ def tiny_image_processor(kind: str):
 
 
 def build_tiny_model(kind: str, out_dir: str | Path, *, seed: int = 0, head_std: float | None = None,
-                     **sizes) -> Path:
+                     vocab: Literal["smoke", "qwen"] = "smoke", **sizes) -> Path:
     """Build a tiny random ``kind`` model deterministically and ``save_pretrained`` it to ``out_dir``.
 
     ``sizes`` override the config sizes of ``tiny_config`` (hidden, layers, heads, kv_heads, ...);
-    ``head_std`` re-draws the lm_head weight from N(0, head_std^2) (sharper distributions).
+    ``head_std`` re-draws the lm_head weight from N(0, head_std^2) (sharper distributions);
+    ``vocab="qwen"`` uses the real Qwen vocabulary (151,936 rows, tied embeddings) instead of the
+    small offline BPE.
     """
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
 
-    from harness.tokenizer import SPECIAL_TOKENS, build_tokenizer
+    from harness.tokenizer import REAL_VOCAB_SIZE, SPECIAL_TOKENS, build_qwen_tokenizer, build_tokenizer
 
     if kind not in TINY_KINDS:
         raise ValueError(f"unknown tiny model kind {kind!r}; known: {', '.join(TINY_KINDS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    if vocab not in ("smoke", "qwen"):
+        raise ValueError(f"vocab must be 'smoke' or 'qwen', got {vocab!r}")
+    tokenizer = build_qwen_tokenizer() if vocab == "qwen" else build_tokenizer()
     special = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = tiny_config(kind, len(tokenizer), special, **sizes)
+    width = REAL_VOCAB_SIZE if vocab == "qwen" else len(tokenizer)
+    config = tiny_config(kind, width, special, tie=vocab == "qwen", **sizes)
     torch.manual_seed(seed)
     auto = AutoModelForCausalLM if kind == "qwen3" else AutoModelForImageTextToText
     model = auto.from_config(config, dtype=torch.float32)

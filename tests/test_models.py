@@ -14,7 +14,7 @@ from harness.models import (PolicyBundle, VocabularyMismatchError, build_tiny_mo
                             load_model, load_teacher, save_bundle, smoke_model_path)
 from harness.scoring import collate, render_prompt
 from harness.tiny import TINY_KINDS
-from harness.tokenizer import SPECIAL_TOKENS, THINK_TOKENS, build_tokenizer
+from harness.tokenizer import REAL_VOCAB_SIZE, SPECIAL_TOKENS, THINK_TOKENS, build_qwen_tokenizer, build_tokenizer
 from harness.types import Sample
 
 
@@ -247,3 +247,41 @@ def test_chat_template_from_processor_file(tiny_dirs, tmp_path):
     assert bundle.tokenizer.chat_template == template
     ids = render_prompt(bundle, _sample(True))["input_ids"]
     assert ids.numel() > 10
+
+
+# ------------------------------------------------------------------ the real Qwen vocabulary
+def test_qwen_tokenizer_is_the_real_vocabulary():
+    a = build_qwen_tokenizer()
+    assert len(a) == 151669 and len(a) <= REAL_VOCAB_SIZE == 151936
+    assert a.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
+                                    "<|image_pad|>", "<tool_call>", "<think>", "</think>"]) == \
+        [151643, 151644, 151645, 151652, 151655, 151657, 151667, 151668]  # the hub tokenizers' ids
+    assert a.encode("Hello world!", add_special_tokens=False) == [9707, 1879, 0]  # as Qwen2.5 / Qwen3
+    assert (a.eos_token, a.pad_token) == ("<|im_end|>", "<|endoftext|>")
+    text = "<think>\nSo 3\\frac{1}{2} = x</think>\nAnswer: \\boxed{12} 你好"
+    enc = a(text, add_special_tokens=False)["input_ids"]
+    assert a.decode(enc) == text and enc[0] == 151667  # lossless; <think> kept whole
+    assert a.decode(a.encode("<tool_call>x</tool_call><|im_end|>"), skip_special_tokens=True) == "<tool_call>x</tool_call>"
+    chat = a.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}],
+                                 tokenize=False, add_generation_prompt=True)
+    assert "<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>" in chat
+
+
+def test_real_vocabulary_tiny_model_scores_like_a_hub_checkpoint(tmp_path):
+    """A tiny Qwen2.5-VL on the real vocabulary: 151,936 rows, lm_head tied to the embedding,
+    the image placeholder at its real id in rendered prompts, and the scorer's log-probs are the
+    model's own next-token log-probs at that width."""
+    from harness.scoring import render_prompt, token_logprobs
+    from harness.types import Sample, SamplingParams
+    from harness.rollout.hf import HFRolloutEngine
+    from PIL import Image
+
+    bundle = load_model(build_tiny_model("qwen2_5_vl", tmp_path / "m", vocab="qwen"))
+    head, embed = bundle.model.get_output_embeddings().weight, bundle.model.get_input_embeddings().weight
+    assert head.shape == (REAL_VOCAB_SIZE, 128) and head.data_ptr() == embed.data_ptr()
+    sample = Sample(id="s", prompt="What colour is the shape?", images=[Image.new("RGB", (64, 64), "teal")])
+    ids = render_prompt(bundle, sample)["input_ids"].tolist()
+    assert 151655 in ids and ids[:3] == [151644, 8948, 198]  # <|im_start|> system \n, as Qwen2.5-VL renders
+    traj = HFRolloutEngine(bundle, progress=False).generate([sample], SamplingParams(n=2, max_new_tokens=5, seed=0))
+    assert torch.allclose(token_logprobs(bundle, traj), traj.old_logp, atol=1e-5)
+    assert float(traj.old_logp[traj.response_mask.bool()].mean()) < -10  # ~ -ln(151936) for random weights

@@ -9,6 +9,13 @@ openr1-math-46k, vision-sr1-47k, virl39k) and the offline synthetic sets of the 
 * ``smoke-learnable`` — :func:`harness.data.synthetic.learnable` (reward rises within a few
   dozen RL steps even for a tiny model; see its docstring)
 
+and the real small sets shipped in registry packages (:mod:`harness.data.packaged`):
+
+* ``easy-vqa`` — colour / shape questions about real 64x64 shape images whose answer needs the
+  image (:func:`harness.data.packaged.easy_vqa`; a verifiable one-word answer)
+* ``champ`` — 270 competition math problems with solutions and answer-free hints
+  (:func:`harness.data.packaged.champ`)
+
 Synthetic splits use different seeds (train 0, validation 1, test 2), ``limit`` rows each
 (:data:`SMOKE_DEFAULT_SIZE` when None).
 """
@@ -16,12 +23,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.data import synthetic
+from harness.data import packaged, synthetic
 from harness.data.training_sets import MAPPERS, TRAINING_SETS, load_rows, load_spec
 from harness.types import Sample
-from harness.errors import DataError, UnknownNameError
 
-__all__ = ["load_training_set", "training_set_names", "SMOKE_SETS", "SMOKE_DEFAULT_SIZE"]
+__all__ = ["load_training_set", "training_set_names", "SMOKE_SETS", "PACKAGED_SETS", "SMOKE_DEFAULT_SIZE"]
 
 SMOKE_DEFAULT_SIZE = 64
 SMOKE_SETS = {
@@ -30,12 +36,13 @@ SMOKE_SETS = {
     "smoke-learnable": synthetic.learnable,
 }
 _SMOKE_SEEDS = {"train": 0, "validation": 1, "test": 2}
+PACKAGED_SETS = ("easy-vqa", "champ")
 _KEEP = object()
 
 
 def training_set_names() -> list[str]:
     """Every name :func:`load_training_set` accepts (besides paths and hub ids)."""
-    return sorted(TRAINING_SETS) + sorted(SMOKE_SETS)
+    return sorted(TRAINING_SETS) + sorted(SMOKE_SETS) + sorted(PACKAGED_SETS)
 
 
 def load_training_set(name_or_path: str | Path, split: str = "train", limit: int | None = None,
@@ -59,6 +66,10 @@ def load_training_set(name_or_path: str | Path, split: str = "train", limit: int
         if key == "smoke-learnable":
             return synthetic.learnable(n, _SMOKE_SEEDS[split])
         return SMOKE_SETS[key](n, _SMOKE_SEEDS[split], **kw)
+    if key == "easy-vqa":
+        return packaged.easy_vqa(SMOKE_DEFAULT_SIZE if limit is None else limit, split, **kw)
+    if key == "champ":
+        return packaged.champ(limit, split, **kw)
     if key in TRAINING_SETS:
         return load_spec(TRAINING_SETS[key], None, split, limit=limit, revision=revision, instruction=kw.get("instruction", ...))
     if schema in TRAINING_SETS:
@@ -72,12 +83,11 @@ def load_training_set(name_or_path: str | Path, split: str = "train", limit: int
     if by_hub and not Path(key).exists():
         return load_spec(by_hub[0], None, split, limit=limit, revision=revision, instruction=kw.get("instruction", ...))
     if schema is not None and schema not in MAPPERS:
-        raise DataError(key, None, "schema", f"unknown schema {schema!r}; known: "
-                        f"{training_set_names() + sorted(MAPPERS)}")
+        raise ValueError(f"unknown schema {schema!r}; known: {training_set_names() + sorted(MAPPERS)}")
     if not Path(key).exists() and key.startswith(("/", ".", "~")):
-        raise DataError(key, None, None, "no such training-set file or directory")
+        raise FileNotFoundError(f"no such training-set path: {key}")
     if not Path(key).exists() and "/" not in key:
-        raise UnknownNameError(f"unknown training set {key!r}; known: {training_set_names()} "
+        raise KeyError(f"unknown training set {key!r}; known: {training_set_names()} "
                        "(or give a local path / hub id)")
     return load_rows(key, schema, split, limit=limit, revision=revision,
                      instruction=kw.get("instruction", "step_by_step"))

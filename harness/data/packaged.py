@@ -1,0 +1,136 @@
+"""Real small data sets shipped inside registry packages, for the offline smoke profile.
+
+* ``easy-vqa`` 1.0 (MIT, ``pip install easy-vqa``): 64x64 PNG images of one coloured shape
+  (circle / rectangle / triangle; 8 colours) with questions about its colour, its shape, or
+  yes/no. 38,575 train questions over 4,000 images and 9,673 test questions over 1,000 others.
+  :func:`easy_vqa` keeps the *colour* and *shape* questions whose text does not name the answer
+  (``"what color is the shape?"``, ``"what is the blue shape?"``), so the answer needs the image:
+  ``tests/test_packaged_data.py`` checks that no question text determines its answer.
+* ``champ-dataset`` 1.0.0 (MIT, ``pip install champ-dataset``): 270 competition math problems
+  (combinatorics, number theory, inequalities, polynomials, sequences) with step-wise
+  solutions, final answers and answer-free hints. :func:`champ` gives them as text math with
+  the hints in ``Sample.hint`` (as PTD-PO's privileged hints).
+
+Splits are disjoint by construction: easy-vqa's own train/test image sets, with ``validation``
+carved out of train *images* (every 10th image id, so no image is in two splits); champ's 270
+problems are split 70 / 10 / 20 % (train / validation / test) by a fixed hash of the problem id
+(:func:`champ_split`), the split every user of champ in this project shares.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+from typing import Any
+
+from PIL import Image
+
+from harness.data.prompts import format_prompt
+from harness.types import Sample
+
+EASY_VQA_COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
+EASY_VQA_SHAPES = ("circle", "rectangle", "triangle")
+SPLITS = ("train", "validation", "test")
+
+
+def _package(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:  # a dependency of the project; a clear line if it is missing
+        raise ImportError(f"the smoke data needs the `{name.replace('_', '-')}` package "
+                          f"(pip install {name.replace('_', '-')})") from e
+
+
+def _check_split(split: str, name: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"{name}: unknown split {split!r}; known: {', '.join(SPLITS)}")
+
+
+def _easy_vqa_kind(question: str, answer: str) -> str | None:
+    """``color`` / ``shape`` when the answer needs the image (the question does not name it)."""
+    if answer in question:
+        return None
+    if answer in EASY_VQA_COLORS:
+        return "color"
+    if answer in EASY_VQA_SHAPES:
+        return "shape"
+    return None  # yes / no questions: half of them are answered by a constant
+
+
+@functools.lru_cache(maxsize=4)
+def _easy_vqa_rows(split: str) -> tuple[tuple[str, str, int, str, str], ...]:
+    """(question, answer, image id, kind, image path) of ``split``, in the package's order."""
+    ev = _package("easy_vqa")
+    if split == "test":
+        questions, answers, image_ids = ev.get_test_questions()
+        paths = ev.get_test_image_paths()
+    else:
+        questions, answers, image_ids = ev.get_train_questions()
+        paths = ev.get_train_image_paths()
+        held = split == "validation"
+        keep = [(image_id % 10 == 0) == held for image_id in image_ids]
+        questions = [q for q, k in zip(questions, keep) if k]
+        answers = [a for a, k in zip(answers, keep) if k]
+        image_ids = [i for i, k in zip(image_ids, keep) if k]
+    rows = []
+    for q, a, i in zip(questions, answers, image_ids):
+        kind = _easy_vqa_kind(q, a)
+        if kind is not None:
+            rows.append((q, a, int(i), kind, str(paths[i])))
+    return tuple(rows)
+
+
+def easy_vqa(n: int, split: str = "train", seed: int = 0, kinds: tuple[str, ...] = ("color", "shape"),
+             instruction: str | None = "boxed") -> list[Sample]:
+    """``n`` easy-vqa questions of ``kinds`` from ``split`` (a seeded sample, without
+    replacement; all of them when ``n`` exceeds what there is). ``answer`` is the word
+    (``"teal"``); ``response`` a one-line reference answer in the instruction's format."""
+    _check_split(split, "easy-vqa")
+    rows = [r for r in _easy_vqa_rows(split) if r[3] in kinds]
+    rng = random.Random(f"easy-vqa/{split}/{seed}")
+    picked = rng.sample(rows, min(n, len(rows)))
+    out = []
+    for q, a, image_id, kind, path in picked:
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+        question = q[0].upper() + q[1:]
+        out.append(Sample(id=f"easy-vqa-{split}-{image_id}-{kind}", prompt=format_prompt(question, instruction),
+                          answer=a, images=[image], response=f"\\boxed{{{a}}}",
+                          meta={"kind": kind, "question": question, "image_id": image_id, "split": split,
+                                "source": "easy-vqa 1.0"}))
+    return out
+
+
+def champ_split(problem_id: str) -> str:
+    """The split of a champ problem: 70 / 10 / 20 % by the first byte of sha256(id)."""
+    b = hashlib.sha256(problem_id.encode()).digest()[0]
+    return "train" if b < 179 else ("validation" if b < 205 else "test")
+
+
+@functools.lru_cache(maxsize=1)
+def _champ_problems() -> tuple[dict[str, Any], ...]:
+    ds = _package("champ_dataset").load("v0")
+    out = []
+    for pid, p in sorted(ds.problems.items()):
+        hints = [ds.hints[h].text for h in p.ch_list if h in ds.hints]
+        out.append({"id": pid, "question": p.text, "answer": p.answer, "category": p.category,
+                    "solution": " ".join(step.text for step in p.solution.steps), "hints": hints})
+    return tuple(out)
+
+
+def champ(n: int | None = None, split: str = "train", instruction: str | None = "step_by_step") -> list[Sample]:
+    """The first ``n`` (all when None) champ problems of ``split`` in id order. ``hint`` joins the
+    problem's hints (answer-free by the data set's design); ``response`` is the reference
+    solution ending in the boxed answer."""
+    _check_split(split, "champ")
+    rows = [p for p in _champ_problems() if champ_split(p["id"]) == split]
+    out = []
+    for p in rows[:n]:
+        hint = "\n".join(f"{i + 1}. {h}" for i, h in enumerate(p["hints"])) or None
+        out.append(Sample(id=f"champ-{p['id']}", prompt=format_prompt(p["question"], instruction), answer=p["answer"],
+                          response=f"{p['solution']} The final answer is $\\boxed{{{p['answer']}}}$.", hint=hint,
+                          meta={"category": p["category"], "question": p["question"], "split": split,
+                                "source": "champ-dataset 1.0.0"}))
+    return out
