@@ -26,6 +26,7 @@ from pathlib import Path
 from harness.data import packaged, synthetic
 from harness.data.training_sets import MAPPERS, TRAINING_SETS, load_rows, load_spec
 from harness.types import Sample
+from harness.errors import DataError, UnknownNameError
 
 __all__ = ["load_training_set", "training_set_names", "SMOKE_SETS", "PACKAGED_SETS", "SMOKE_DEFAULT_SIZE"]
 
@@ -83,11 +84,12 @@ def load_training_set(name_or_path: str | Path, split: str = "train", limit: int
     if by_hub and not Path(key).exists():
         return load_spec(by_hub[0], None, split, limit=limit, revision=revision, instruction=kw.get("instruction", ...))
     if schema is not None and schema not in MAPPERS:
-        raise ValueError(f"unknown schema {schema!r}; known: {training_set_names() + sorted(MAPPERS)}")
+        raise DataError(key, None, "schema", f"unknown schema {schema!r}; known: "
+                        f"{training_set_names() + sorted(MAPPERS)}")
     if not Path(key).exists() and key.startswith(("/", ".", "~")):
-        raise FileNotFoundError(f"no such training-set path: {key}")
+        raise DataError(key, None, None, "no such training-set file or directory")
     if not Path(key).exists() and "/" not in key:
-        raise KeyError(f"unknown training set {key!r}; known: {training_set_names()} "
+        raise UnknownNameError(f"unknown training set {key!r}; known: {training_set_names()} "
                        "(or give a local path / hub id)")
     return load_rows(key, schema, split, limit=limit, revision=revision,
                      instruction=kw.get("instruction", "step_by_step"))
