@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from decimal import Context, Decimal
 from pathlib import Path
 
+from harness.deadline import call_with_deadline
 from harness.answers import (
     _OPTION_WORD_RE,
     _window,
@@ -347,7 +348,22 @@ def verify(
         return False
 
 
+_MATH_VERIFY = object()  # _decide's answer when only math-verify can tell
+
+
 def _verify(response, gold, timeout_s, choices, letters) -> bool:
+    decided = call_with_deadline(_decide, response, gold, choices, letters, timeout_s=timeout_s, default=False)
+    if decided is not _MATH_VERIFY:
+        return bool(decided)
+    gold_ans, pred = _gold_answer(str(gold)), extract_answer(_window(response))
+    if len(pred) > MAX_ANSWER_CHARS or len(gold_ans) > MAX_ANSWER_CHARS or timeout_s <= 0:
+        return False
+    return _pool().equal(gold_ans, pred, float(timeout_s))
+
+
+def _decide(response, gold, choices, letters):
+    """Everything of ``verify`` but math-verify (in-process, under the caller's deadline): True /
+    False, or ``_MATH_VERIFY`` when the answers differ as text and as numbers."""
     if not isinstance(response, str) or gold is None:
         return False
     response = _window(response)
@@ -373,9 +389,7 @@ def _verify(response, gold, timeout_s, choices, letters) -> bool:
     a, b = _as_number(pred), _as_number(gold_ans)
     if a is not None and b is not None:
         return _numbers_equal(a, b)
-    if len(pred) > MAX_ANSWER_CHARS or len(gold_ans) > MAX_ANSWER_CHARS or timeout_s <= 0:
-        return False
-    return _pool().equal(gold_ans, pred, float(timeout_s))
+    return _MATH_VERIFY
 
 
 def math_reward(
@@ -390,6 +404,12 @@ def math_reward(
 
 
 def exact_match(response: str, gold: str) -> bool:
+    """Strict match of the last ``\\boxed{}`` content with ``gold`` (see ``_exact_match``), under
+    the extraction deadline (``harness.deadline``): False when it runs past it."""
+    return bool(call_with_deadline(_exact_match, response, gold, default=False))
+
+
+def _exact_match(response: str, gold: str) -> bool:
     """Strict match of the last ``\\boxed{}`` content with ``gold`` after ``normalize_answer``.
 
     VOLD's reward (binary exact match of the boxed answer, docs/methods/vold.md V11): no equivalence, no
@@ -406,6 +426,18 @@ def exact_match(response: str, gold: str) -> bool:
 
 
 def format_reward(
+    response: str,
+    think_tag: str | None = "think",
+    *,
+    opened_in_prompt: bool = False,
+) -> float:
+    """1.0 when the response is well formed, else 0.0 (the rules: ``_format_reward``), under the
+    extraction deadline (``harness.deadline``): 0.0 when it runs past it."""
+    return float(call_with_deadline(lambda: _format_reward(response, think_tag, opened_in_prompt=opened_in_prompt),
+                                    default=0.0))
+
+
+def _format_reward(
     response: str,
     think_tag: str | None = "think",
     *,

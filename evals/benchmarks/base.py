@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator
 from PIL import Image
 
 from harness.data.images import decode_image
+from harness.deadline import call_with_deadline
 from harness.data.prompts import format_prompt
 from harness.errors import DataError
 from harness.types import Sample
@@ -210,7 +211,9 @@ class Benchmark:
         extracting one from ``response`` with the rules.
         """
         family = scoring.FAMILIES[sample.meta.get("family", self.family)]
-        ans = extracted if use_extracted else family.extract(response, sample)
+        # the rule-based extraction runs under the same hard limit as harness.rewards.verify
+        # (harness.deadline): an extraction that runs past it counts as no answer
+        ans = extracted if use_extracted else call_with_deadline(family.extract, response, sample)
         value = family.check(ans, sample) if ans is not None else 0.0
         return {"extracted": ans, "score": float(value), "correct": bool(value >= family.pass_mark)}
 
