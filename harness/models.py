@@ -155,8 +155,9 @@ def _tokenizer_key(path: str, trust_remote_code: bool) -> tuple | None:
     folder = Path(path)
     if not folder.is_dir():
         return None
-    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir()
-                   if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "vocab", "merges", "added_tokens")))
+    prefixes = ("tokenizer", "special_tokens", "chat_template", "vocab", "merges", "added_tokens")
+    stats = ((f.name, f.stat()) for f in folder.iterdir() if f.name.startswith(prefixes))
+    files = sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats)
     return (str(folder.resolve()), trust_remote_code, tuple(files))
 
 

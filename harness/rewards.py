@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from decimal import Context, Decimal
 from pathlib import Path
 
-from harness.deadline import call_with_deadline
 from harness.answers import (
     _OPTION_WORD_RE,
     _window,
@@ -61,6 +60,7 @@ from harness.answers import (
     match_choice_text,
     normalize_answer,
 )
+from harness.deadline import call_with_deadline
 
 __all__ = [
     "extract_answer",
@@ -348,22 +348,20 @@ def verify(
         return False
 
 
-_MATH_VERIFY = object()  # _decide's answer when only math-verify can tell
-
-
 def _verify(response, gold, timeout_s, choices, letters) -> bool:
     decided = call_with_deadline(_decide, response, gold, choices, letters, timeout_s=timeout_s, default=False)
-    if decided is not _MATH_VERIFY:
+    if not isinstance(decided, tuple):
         return bool(decided)
-    gold_ans, pred = _gold_answer(str(gold)), extract_answer(_window(response))
+    gold_ans, pred = decided
     if len(pred) > MAX_ANSWER_CHARS or len(gold_ans) > MAX_ANSWER_CHARS or timeout_s <= 0:
         return False
     return _pool().equal(gold_ans, pred, float(timeout_s))
 
 
-def _decide(response, gold, choices, letters):
+def _decide(response, gold, choices, letters) -> bool | tuple[str, str]:
     """Everything of ``verify`` but math-verify (in-process, under the caller's deadline): True /
-    False, or ``_MATH_VERIFY`` when the answers differ as text and as numbers."""
+    False, or ``(gold answer, predicted answer)`` for math-verify when they differ as text and as
+    numbers."""
     if not isinstance(response, str) or gold is None:
         return False
     response = _window(response)
@@ -389,7 +387,7 @@ def _decide(response, gold, choices, letters):
     a, b = _as_number(pred), _as_number(gold_ans)
     if a is not None and b is not None:
         return _numbers_equal(a, b)
-    return _MATH_VERIFY
+    return gold_ans, pred
 
 
 def math_reward(

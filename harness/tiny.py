@@ -19,6 +19,8 @@ from typing import Literal
 
 import torch
 
+from harness.durable import fsync_tree
+
 TinyKind = Literal["qwen2_5_vl", "qwen3", "qwen3_vl"]
 TINY_KINDS: tuple[str, ...] = ("qwen2_5_vl", "qwen3", "qwen3_vl")
 SMOKE_KINDS: dict[str, tuple[str, dict]] = {
@@ -139,10 +141,10 @@ def build_tiny_model(kind: str, out_dir: str | Path, *, seed: int = 0, head_std:
 
     if kind not in TINY_KINDS:
         raise ValueError(f"unknown tiny model kind {kind!r}; known: {', '.join(TINY_KINDS)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if vocab not in ("smoke", "qwen"):
         raise ValueError(f"vocab must be 'smoke' or 'qwen', got {vocab!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_qwen_tokenizer() if vocab == "qwen" else build_tokenizer()
     special = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     width = REAL_VOCAB_SIZE if vocab == "qwen" else len(tokenizer)
@@ -187,9 +189,7 @@ def _write_marker(entry: Path, kind: str) -> None:
         if not f.is_file() or f.stat().st_size == 0:
             raise RuntimeError(f"building the smoke model {kind!r} left no {name} in {entry}")
         sizes[name] = f.stat().st_size
-    for f in entry.iterdir():  # the files are on disk before the marker says so
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    fsync_tree(entry)  # the files are on disk before the marker says so
     tmp = entry / f"{COMPLETE_MARKER}.tmp"
     tmp.write_text(json.dumps({"kind": kind, "version": SMOKE_VERSION, "files": sizes}, indent=1))
     os.replace(tmp, entry / COMPLETE_MARKER)

@@ -20,8 +20,8 @@ from typing import Any, Iterable, Iterator
 from PIL import Image
 
 from harness.data.images import decode_image
-from harness.deadline import call_with_deadline
 from harness.data.prompts import format_prompt
+from harness.deadline import call_with_deadline
 from harness.errors import DataError
 from harness.types import Sample
 
