@@ -82,11 +82,12 @@ def _easy_vqa_rows(split: str) -> tuple[tuple[str, str, int, str, str], ...]:
     return tuple(rows)
 
 
-def easy_vqa(n: int, split: str = "train", seed: int = 0, kinds: tuple[str, ...] = ("color", "shape"),
-             instruction: str | None = "boxed") -> list[Sample]:
-    """``n`` easy-vqa questions of ``kinds`` from ``split`` (a seeded sample, without
-    replacement; all of them when ``n`` exceeds what there is). ``answer`` is the word
-    (``"teal"``); ``response`` a one-line reference answer in the instruction's format."""
+def easy_vqa_items(n: int, split: str = "train", seed: int = 0,
+                   kinds: tuple[str, ...] = ("color", "shape")) -> list[dict[str, Any]]:
+    """``n`` easy-vqa questions of ``kinds`` from ``split`` as plain items (a seeded sample without
+    replacement; all of them when ``n`` exceeds what there is): ``question`` (capitalised),
+    ``answer`` (the word), ``kind``, ``image`` (PIL RGB), ``image_id``. Benchmarks' smoke rows and
+    the training set below are both built from these."""
     _check_split(split, "easy-vqa")
     rows = [r for r in _easy_vqa_rows(split) if r[3] in kinds]
     rng = random.Random(f"easy-vqa/{split}/{seed}")
@@ -95,11 +96,54 @@ def easy_vqa(n: int, split: str = "train", seed: int = 0, kinds: tuple[str, ...]
     for q, a, image_id, kind, path in picked:
         with Image.open(path) as im:
             image = im.convert("RGB")
-        question = q[0].upper() + q[1:]
-        out.append(Sample(id=f"easy-vqa-{split}-{image_id}-{kind}", prompt=format_prompt(question, instruction),
-                          answer=a, images=[image], response=f"\\boxed{{{a}}}",
-                          meta={"kind": kind, "question": question, "image_id": image_id, "split": split,
-                                "source": "easy-vqa 1.0"}))
+        out.append({"question": q[0].upper() + q[1:], "answer": a, "kind": kind, "image": image,
+                    "image_id": image_id, "split": split})
+    return out
+
+
+def easy_vqa_options(answer: str, kind: str, key: str, n_colors: int = 4) -> dict[str, str]:
+    """Multiple-choice options for an easy-vqa item: all three shapes, or the colour answer with
+    ``n_colors - 1`` other colours; order and distractors fixed by ``key`` (so each letter is the
+    answer equally often over many items, and a constant letter scores chance)."""
+    rng = random.Random(f"easy-vqa-options/{key}")
+    if kind == "shape":
+        words = list(EASY_VQA_SHAPES)
+    else:
+        words = [answer] + rng.sample([c for c in EASY_VQA_COLORS if c != answer], n_colors - 1)
+    rng.shuffle(words)
+    return {chr(ord("A") + i): w for i, w in enumerate(words)}
+
+
+def option_letter(choices: dict[str, str], answer: str) -> str:
+    """The letter whose option is ``answer``."""
+    return next(letter for letter, word in choices.items() if word == answer)
+
+
+EASY_VQA_FORMS = ("free", "choice", "mixed")
+
+
+def easy_vqa(n: int, split: str = "train", seed: int = 0, kinds: tuple[str, ...] = ("color", "shape"),
+             instruction: str | None = "boxed", form: str = "free") -> list[Sample]:
+    """``n`` easy-vqa questions as training samples (see :func:`easy_vqa_items`).
+
+    ``form``: ``free`` (``answer`` is the word, ``"teal"``), ``choice`` (options from
+    :func:`easy_vqa_options` written into the prompt, ``answer`` the letter) or ``mixed`` (each
+    item one or the other by a fixed hash of its id: the smoke benchmarks ask both ways).
+    ``response`` is a one-line reference answer in the instruction's format."""
+    if form not in EASY_VQA_FORMS:
+        raise ValueError(f"easy-vqa: unknown form {form!r}; known: {', '.join(EASY_VQA_FORMS)}")
+    out = []
+    for item in easy_vqa_items(n, split, seed, kinds):
+        a, kind, image_id = item["answer"], item["kind"], item["image_id"]
+        sid = f"easy-vqa-{split}-{image_id}-{kind}"
+        choice = form == "choice" or (form == "mixed" and hashlib.sha256(sid.encode()).digest()[0] % 2 == 1)
+        choices = easy_vqa_options(a, kind, sid) if choice else None
+        gold = option_letter(choices, a) if choices else a
+        out.append(Sample(id=sid, prompt=format_prompt(item["question"], instruction, choices),
+                          answer=gold, images=[item["image"]], response=f"\\boxed{{{gold}}}", choices=choices,
+                          answer_type="multiple_choice" if choices else "free_form",
+                          meta={"kind": kind, "question": item["question"], "image_id": image_id, "split": split,
+                                "word": a, "source": "easy-vqa 1.0"}))
     return out
 
 
