@@ -308,6 +308,39 @@ def logprobs_from_hidden(hidden: torch.Tensor, lm_head: torch.nn.Module, ids: to
     return torch.cat(out).reshape(b, t) if out else hidden.new_zeros((b, t), dtype=torch.float32)
 
 
+def end_of_turn_id(tokenizer: Any) -> int:
+    """``<|im_end|>`` where the tokenizer has it, else its EOS id."""
+    tid = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid is not None:
+        return tid
+    return int(tokenizer.eos_token_id)
+
+
+def encode_pairs(bundle: PolicyBundle, samples: list[Sample], view: View = "full", max_length: int | None = None,
+                 device: str | torch.device = "cpu") -> Trajectories:
+    """(prompt, reference response) rows -> Trajectories for supervised training: the rendered prompt
+    (left-padded) and ``sample.response`` ids plus the end-of-turn token (right-padded, cut to
+    ``max_length``); ``response_mask`` marks the target tokens."""
+    tok = bundle.tokenizer
+    eot = end_of_turn_id(tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eot
+    prompts = [render_prompt(bundle, s, view)["input_ids"].reshape(-1) for s in samples]
+    responses = [torch.tensor((tok(s.response, add_special_tokens=False)["input_ids"] + [eot])[:max_length])
+                 for s in samples]
+    B, P, T = len(samples), max(len(p) for p in prompts), max(len(r) for r in responses)
+    prompt_ids = torch.full((B, P), pad, dtype=torch.long)
+    prompt_mask = torch.zeros((B, P), dtype=torch.long)
+    response_ids = torch.full((B, T), pad, dtype=torch.long)
+    response_mask = torch.zeros((B, T), dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        prompt_ids[i, P - len(p):], prompt_mask[i, P - len(p):] = p, 1
+        response_ids[i, :len(r)], response_mask[i, :len(r)] = r, 1
+    return Trajectories(samples=list(samples), prompt_ids=prompt_ids.to(device), prompt_mask=prompt_mask.to(device),
+                        response_ids=response_ids.to(device), response_mask=response_mask.to(device),
+                        old_logp=torch.zeros((B, T), device=device), group_ids=torch.arange(B, device=device),
+                        texts=[s.response or "" for s in samples])
+
+
 def _row_groups(traj: Trajectories, micro_batch_size: int | None) -> list[list[int]]:
     rows = list(range(len(traj)))
     size = micro_batch_size or len(rows) or 1

@@ -101,16 +101,18 @@ def easy_vqa_items(n: int, split: str = "train", seed: int = 0,
     return out
 
 
-def easy_vqa_options(answer: str, kind: str, key: str, n_colors: int = 4) -> dict[str, str]:
-    """Multiple-choice options for an easy-vqa item: all three shapes, or the colour answer with
-    ``n_colors - 1`` other colours; order and distractors fixed by ``key`` (so each letter is the
-    answer equally often over many items, and a constant letter scores chance)."""
-    rng = random.Random(f"easy-vqa-options/{key}")
+def easy_vqa_options(answer: str, kind: str, key: str = "", n_colors: int = len(EASY_VQA_COLORS)) -> dict[str, str]:
+    """Multiple-choice options for an easy-vqa item, in a fixed order: the three shapes (A circle,
+    B rectangle, C triangle) or the colours (A red ... H yellow; ``n_colors`` < 8 keeps the answer
+    and the first other colours, still in that order). A fixed order makes the letter a function
+    of the image alone (a classification a tiny model can learn), not a pointer into shuffled
+    option text; a constant letter scores the majority class's share. ``key`` is accepted for
+    callers that vary items by id and does not change the options."""
     if kind == "shape":
         words = list(EASY_VQA_SHAPES)
     else:
-        words = [answer] + rng.sample([c for c in EASY_VQA_COLORS if c != answer], n_colors - 1)
-    rng.shuffle(words)
+        others = [c for c in EASY_VQA_COLORS if c != answer][:max(n_colors - 1, 0)]
+        words = [c for c in EASY_VQA_COLORS if c == answer or c in others]
     return {chr(ord("A") + i): w for i, w in enumerate(words)}
 
 
@@ -123,7 +125,7 @@ EASY_VQA_FORMS = ("free", "choice", "mixed")
 
 
 def easy_vqa(n: int, split: str = "train", seed: int = 0, kinds: tuple[str, ...] = ("color", "shape"),
-             instruction: str | None = "boxed", form: str = "free") -> list[Sample]:
+             instruction: str | None = "boxed", form: str = "mixed") -> list[Sample]:
     """``n`` easy-vqa questions as training samples (see :func:`easy_vqa_items`).
 
     ``form``: ``free`` (``answer`` is the word, ``"teal"``), ``choice`` (options from
