@@ -4,4 +4,4 @@ from evals.benchmarks.textmath import TextMath
 BENCHMARKS = [TextMath(
     name="aime25", title="AIME 2025", hf_id="math-ai/aime25", split="test", size=30,
     tables=("REOPOLD math table (§4.3): AIME-25 (Avg@32)",), question_field="problem", answer_field="answer",
-    id_field="id", extra_fields={"id": lambda i: str(i)})]
+    id_field="id", extra_fields={"id": lambda i, p: str(i)})]
