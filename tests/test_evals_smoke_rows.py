@@ -75,7 +75,8 @@ def test_smoke_rows_are_many_varied_and_answerable(name, loaded):
     for s in samples:
         res = bench.score(s, expected_format(bench, s))
         assert res["score"] == 1.0 and res["correct"], (s.id, s.answer, res)
-        assert bench.score(s, "Sorry, it is unclear.")["score"] == 0.0
+        if bench.kind == "vision":        # (text: math-verify per item, slow; tests/test_evals_benchmarks.py)
+            assert bench.score(s, "Sorry, it is unclear.")["score"] == 0.0
 
 
 @pytest.mark.parametrize("name", VISUAL)
