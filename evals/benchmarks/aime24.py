@@ -1,5 +1,6 @@
 """AIME 2024 (30 problems; ``HuggingFaceH4/aime_2024``). REOPOLD reports Avg@32 at T=0.6, top-p 0.95:
-``evals run --mode sample --k 32 --temperature 0.6 --top-p 0.95`` (accuracy = mean over the 32)."""
+``evals run --mode sample --k 32 --temperature 0.6 --top-p 0.95`` (accuracy = mean over the 32).
+Smoke items: champ-dataset test problems, answers verbatim, capped at 54 (textmath.py)."""
 from evals.benchmarks.textmath import TextMath
 
 BENCHMARKS = [TextMath(

@@ -1,4 +1,5 @@
-"""AIME 2025 (30 problems; ``math-ai/aime25``). REOPOLD: Avg@32 at T=0.6, top-p 0.95."""
+"""AIME 2025 (30 problems; ``math-ai/aime25``). REOPOLD: Avg@32 at T=0.6, top-p 0.95.
+Smoke items: champ-dataset test problems, answers verbatim, capped at 54 (textmath.py)."""
 from evals.benchmarks.textmath import TextMath
 
 BENCHMARKS = [TextMath(

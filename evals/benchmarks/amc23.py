@@ -1,4 +1,5 @@
-"""AMC 2023 (40 problems; ``math-ai/amc23``). REOPOLD: Avg@32 at T=0.6, top-p 0.95."""
+"""AMC 2023 (40 problems; ``math-ai/amc23``). REOPOLD: Avg@32 at T=0.6, top-p 0.95.
+Smoke items: champ-dataset test problems, answers verbatim, capped at 54 (textmath.py)."""
 from evals.benchmarks.textmath import TextMath
 
 BENCHMARKS = [TextMath(

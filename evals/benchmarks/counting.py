@@ -6,9 +6,9 @@ Smoke items: 2 x 2 grids with 1-4 easy-vqa test images (blank cells white); gold
 """
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import strip_image_tokens
-from evals import smoke
 
 
 class Counting(Benchmark):

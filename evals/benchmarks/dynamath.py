@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import parse_inline_options
-from evals import smoke
 
 SPLITS = tuple(f"sample_variant{k}" for k in range(1, 11))
 

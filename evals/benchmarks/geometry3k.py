@@ -6,10 +6,9 @@ Smoke items: easy-vqa test colour / shape questions, free form (the word) (evals
 """
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import strip_image_tokens
-from evals import smoke
-
 
 
 class Geometry3K(Benchmark):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 
-from evals.benchmarks.base import Benchmark, group_scores
 from evals import smoke
+from evals.benchmarks.base import Benchmark, group_scores
 
 
 class HallusionBench(Benchmark):
@@ -49,7 +49,8 @@ class HallusionBench(Benchmark):
                         "figure_id": str(fig), "sample_note": "easy-vqa 1.0 (test)", "question_id": str(qid),
                         "question": (f"Is the shape in the image {value}?" if kind == "color" else
                                      f"Is the shape in the image a {value}?"),
-                        "gt_answer_details": f"The shape is {attrs[image_id]['color']} and a {attrs[image_id]['shape']}.",
+                        "gt_answer_details": (f"The shape is {attrs[image_id]['color']} and a "
+                                              f"{attrs[image_id]['shape']}."),
                         "gt_answer": "1" if truth else "0",
                         "filename": f"VD/figure/{seed * 10000 + s}_{fig}.png", "image": smoke.test_image(image_id),
                     })

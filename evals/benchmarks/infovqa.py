@@ -5,8 +5,8 @@ Smoke items: easy-vqa test colour / shape questions, free form (gold: the word; 
 """
 from __future__ import annotations
 
-from evals.benchmarks.base import Benchmark
 from evals import smoke
+from evals.benchmarks.base import Benchmark
 
 
 class InfoVQA(Benchmark):

@@ -1,5 +1,7 @@
 """MATH-500 (Lightman et al.'s subset of MATH; ``HuggingFaceH4/MATH-500``). REOPOLD: Pass@1 at
-T=0.6, top-p 0.95. Sub-metrics: per subject and level."""
+T=0.6, top-p 0.95. Sub-metrics: per subject and level.
+Smoke items: champ-dataset test problems, answers verbatim, capped at 54 (textmath.py);
+subjects from champ's categories, level 5."""
 from evals.benchmarks.textmath import TextMath
 
 # champ's categories as MATH subjects (smoke rows)

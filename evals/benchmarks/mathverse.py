@@ -7,9 +7,9 @@ options / the whole question drawn into the image for Vision Dominant / Vision O
 """
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import parse_inline_options, split_question_options
-from evals import smoke
 
 VERSIONS = ("Text Dominant", "Text Lite", "Vision Intensive", "Vision Dominant", "Vision Only")
 
@@ -81,8 +81,8 @@ class MathVerse(Benchmark):
                     "problem_version": version, "question": q, "image": image,
                     "answer": smoke.option_letter(opts, it["answer"]) if mc else it["answer"],
                     "question_type": "multi-choice" if mc else "free-form",
-                    "metadata": {"split": "testmini", "source": "easy-vqa 1.0 (test)",
-                                 "subject": "Plane Geometry", "subfield": "Shape" if it["kind"] == "shape" else "Color"},
+                    "metadata": {"split": "testmini", "source": "easy-vqa 1.0 (test)", "subject": "Plane Geometry",
+                                 "subfield": "Shape" if it["kind"] == "shape" else "Color"},
                     "query_wo": q, "query_cot": q, "question_for_eval": q,
                 })
         return rows

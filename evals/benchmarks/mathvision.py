@@ -7,9 +7,9 @@ half free form (the word) (evals/smoke.py).
 """
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import choices_from_list, strip_image_tokens
-from evals import smoke
 
 
 class MathVision(Benchmark):

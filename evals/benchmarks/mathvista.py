@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from harness.errors import DataError
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import choices_from_list
-from evals import smoke
 
 
 class MathVista(Benchmark):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import parse_inline_options
-from evals import smoke
 
 
 class MMK12(Benchmark):

@@ -7,9 +7,9 @@ and options drawn under the image) (evals/smoke.py).
 """
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import choices_from_list, letters_for, parse_list_field
-from evals import smoke
 
 VISION_PROMPT = "Answer the multiple-choice question shown in the image."
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from harness.errors import DataError
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import split_question_options
-from evals import smoke
 
 
 class MMStar(Benchmark):

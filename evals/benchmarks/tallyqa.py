@@ -8,8 +8,8 @@ shape (complex); images as files (evals/smoke.py).
 """
 from __future__ import annotations
 
-from evals.benchmarks.base import Benchmark
 from evals import smoke
+from evals.benchmarks.base import Benchmark
 
 
 class TallyQA(Benchmark):

@@ -6,9 +6,9 @@ Inductive for colour) (evals/smoke.py).
 """
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import choices_from_list, parse_list_field
-from evals import smoke
 
 
 class VisualPuzzles(Benchmark):

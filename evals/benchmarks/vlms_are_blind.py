@@ -11,9 +11,8 @@ import re
 
 from harness.types import Sample
 
-from evals import scoring
+from evals import scoring, smoke
 from evals.benchmarks.base import Benchmark
-from evals import smoke
 
 
 def extract_braced(response: str, sample: Sample) -> str | None:

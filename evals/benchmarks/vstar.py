@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import parse_inline_options
-from evals import smoke
 
 _DIRECT = re.compile(r"\s*Answer with the option's letter from the given choices directly\.?\s*$", re.I)
 

@@ -18,9 +18,9 @@ import random
 import re
 from collections import defaultdict
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import parse_inline_options
-from evals import smoke
 
 
 class WeMath(Benchmark):
