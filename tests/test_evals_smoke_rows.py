@@ -233,3 +233,10 @@ def test_memo_keys_cover_every_meta_field_the_scorers_read():
     text = (Path(__file__).parent.parent / "evals" / "scoring.py").read_text()
     read = set(re.findall(r"meta\.get\(\"(\w+)\"", text)) | {"family"}
     assert read <= set(baseline.SCORING_META), read - set(baseline.SCORING_META)
+
+
+def test_cli_takes_the_smoke_row_count():
+    from evals.cli import _parser
+    args = _parser().parse_args(["run", "--model", "m", "--benchmarks", "mmstar", "--source", "smoke",
+                                 "--smoke-n", "60"])
+    assert args.smoke_n == 60
