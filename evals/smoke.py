@@ -9,7 +9,7 @@ written into each benchmark's own schema by its ``smoke_rows``.
 * **Composite questions** (We-Math's multi-step problems, LogicVista's several-letter answers,
   HallusionBench's figure pairs, the counting benchmarks' grids) use an image's colour *and*
   shape: :func:`attributes` reads both from the data set's own colour / shape questions about
-  that test image (603 of the 1,000 test images have both).
+  that test image (791 of the 1,000 test images have both).
 * **Counting** (CLEVR counting, TallyQA, VLMs-are-Blind): easy-vqa has one shape per image, so
   the image is a 2 x 2 grid of easy-vqa test images (:func:`grid`; blank cells white) with a
   known count.
@@ -42,18 +42,14 @@ EXTRA_OPTIONS = {"shape": ("pentagon", "hexagon", "star", "heart", "cross", "arr
 LETTERS = "ABCDEFGHIJ"
 CHAMP_TEST = 54                             # champ test problems: the cap for text benchmarks
 
-__all__ = ["TILE", "SIDES", "key_int", "chance", "items", "options", "option_letter", "attributes",
-           "full_ids", "test_image", "grid", "caption", "champ_test", "question_texts"]
+__all__ = ["TILE", "SIDES", "CHAMP_TEST", "EASY_VQA_COLORS", "key_int", "items", "options",
+           "option_letter", "attributes", "full_ids", "test_image", "grid", "grid_name", "grid_of", "caption",
+           "count_scene", "champ_test", "question_texts"]
 
 
 def key_int(*parts: Any) -> int:
     """A stable integer from ``parts`` (sha256), for seeding and deterministic choices."""
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "big")
-
-
-def chance(*parts: Any) -> float:
-    """A stable number in [0, 1) from ``parts``."""
-    return key_int(*parts) / 2 ** 64
 
 
 def items(bench: str, n: int, seed: int, kinds: tuple[str, ...] = ("color", "shape")) -> list[dict[str, Any]]:

@@ -188,6 +188,15 @@ def test_structured_schemas(loaded):
         assert max(counts.values()) <= 0.45 * len(loaded[name]), (name, counts)
 
 
+def test_image_attributes_agree_with_every_easy_vqa_answer():
+    attrs = smoke.attributes()
+    for question, answer, image_id, kind, _ in _easy_vqa_rows("test"):
+        assert attrs[image_id][kind] == answer, (question, answer, image_id)
+    assert len(smoke.full_ids()) > 700
+    for image_id in smoke.full_ids():
+        assert set(attrs[image_id]) == {"color", "shape"}
+
+
 def test_mathvista_smoke_exercises_its_fields(loaded):
     mv = loaded["mathvista"]
     kinds = {(s.meta["question_type"], s.meta["answer_type"]) for s in mv}
