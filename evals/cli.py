@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, default=None, help="first N samples (problem groups) per benchmark")
     r.add_argument("--engine", default="hf", choices=["hf", "vllm"])
     r.add_argument("--source", default="hub", help="hub | smoke | a local file or directory")
+    r.add_argument("--smoke-n", type=int, default=2,
+                   help="rows per benchmark with --source smoke (real held-out items; see evals/smoke.py)")
     r.add_argument("--mode", default="greedy", choices=["greedy", "sample"])
     r.add_argument("--k", type=int, default=1, help="samples per question (mode sample)")
     r.add_argument("--temperature", type=float, default=None, help="default 0 (greedy) / 1.0 (sample)")
@@ -60,7 +62,7 @@ def _main(args: argparse.Namespace) -> int:
                         max_new_tokens=args.max_new_tokens, judge_url=args.judge, judge_model=args.judge_model,
                         judge_api_key=os.environ.get(args.judge_api_key_env) if args.judge else None,
                         batch_size=args.batch_size, system=args.system, seed=args.seed, device=args.device,
-                        dtype=args.dtype, progress=not args.no_progress)
+                        dtype=args.dtype, smoke_n=args.smoke_n, progress=not args.no_progress)
     except (KeyError, ValueError) as e:  # unknown names, bad settings (EvalConfigError names the file)
         print(f"evals: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return EXIT_USER_ERROR

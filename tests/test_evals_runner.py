@@ -159,7 +159,7 @@ def test_llm_extractor_against_a_local_server(tmp_path, judge_server):
     recs = read_records(tmp_path / "mmstar" / "records.jsonl")
     assert [r["extracted"] for r in recs] == ["A", "B"]
     assert s["extractor"] == "llm:local-judge"
-    golds = [r["answer"] for r in recs]                     # smoke golds are A, B
+    golds = [r["answer"] for r in recs]                     # the smoke rows' gold letters
     assert s["accuracy"] == 100.0 * sum(g == e for g, e in zip(golds, ["A", "B"])) / n
     body = _Handler.bodies[0]
     assert body["path"] == "/v1/chat/completions" and body["model"] == "local-judge" and body["auth"] == "Bearer k"

@@ -2,8 +2,9 @@
 how a response is scored and how per-sample records aggregate into the benchmark's metrics.
 
 A subclass (one module per benchmark) sets the data set's coordinates and overrides
-``to_sample`` (the real schema -> ``Sample``), ``smoke_rows`` (fixture rows in that exact schema)
-and, where the benchmark defines more than accuracy, ``metric_units``.
+``to_sample`` (the real schema -> ``Sample``), ``smoke_rows`` (rows in that exact schema drawn from
+real held-out data, evals/smoke.py) and, where the benchmark defines more than accuracy,
+``metric_units``.
 
 Rows come from one of three *sources*, all through the same ``to_sample``:
 ``"hub"`` (``datasets.load_dataset`` at the pinned revision), ``"smoke"`` (``smoke_rows``) or a
@@ -27,7 +28,7 @@ from harness.types import Sample
 
 from evals import scoring
 
-SMOKE_ROWS = 2
+SMOKE_ROWS = 2      # the default smoke n (unit tests); recipes ask for more (n up to a few hundred is fast)
 
 
 @dataclass
@@ -108,7 +109,12 @@ class Benchmark:
                 yield split, row
 
     def smoke_rows(self, n: int = SMOKE_ROWS, seed: int = 0) -> list[dict]:
-        """``n`` fixture rows in the real data set's exact schema (images generated)."""
+        """``n`` rows in the real data set's exact schema, deterministic in ``(n, seed)``; another
+        seed draws other items. Visual benchmarks ask about easy-vqa **test** images, text
+        benchmarks pose champ **test** problems (capped at 54); see evals/smoke.py. Benchmarks whose
+        items come in groups keep whole groups: MathVerse ceil(n / versions) problems in every
+        version, DynaMath ceil(n / 2) seed questions x 2 variants, We-Math whole problems until
+        there are >= n rows."""
         raise NotImplementedError
 
     def smoke_files(self, rows: list[dict], seed: int = 0) -> dict[str, Image.Image]:

@@ -1,11 +1,14 @@
 """Counting (PTD-PO's "Counting" column, PAPO's suite): the test split of
 ``BUAADreamer/clevr_count_70k`` — "How many items are there in the image?" on CLEVR renders.
-Scored as an exact integer."""
+Scored as an exact integer.
+Smoke items: 2 x 2 grids with 1-4 easy-vqa test images (blank cells white); gold: how many
+(evals/smoke.py).
+"""
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import strip_image_tokens
-from evals.fixtures import make_image
 
 
 class Counting(Benchmark):
@@ -15,9 +18,12 @@ class Counting(Benchmark):
                                 images=images, answer_type="integer")
 
     def smoke_rows(self, n=2, seed=0):
-        return [{"images": [make_image(seed * 100 + i, shapes=i + 2)],
-                 "problem": "<image>How many items are there in the image?", "answer": str(i + 2)}
-                for i in range(n)]
+        rows = []
+        for i in range(n):
+            cells, count, _ = smoke.count_scene(f"{self.name}/{seed}/{i}")
+            rows.append({"images": [smoke.grid(cells)], "problem": "<image>How many items are there in the image?",
+                         "answer": str(count)})
+        return rows
 
 
 BENCHMARKS = [Counting(

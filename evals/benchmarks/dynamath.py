@@ -4,14 +4,17 @@
 Average accuracy is over all 5,010 rows (bootstrapped over seed questions); worst-case accuracy counts a seed question correct only
 when all its variants are (the benchmark's robustness metric). Multiple choice by letter, float
 answers within 0.001 (DynaMath's own tolerance), text answers by normalised match.
+Smoke items: a seed question is an easy-vqa test question text, its variants 2 test images asked it
+(multiple choice or free text) (evals/smoke.py).
 """
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import parse_inline_options
-from evals.fixtures import make_image
 
 SPLITS = tuple(f"sample_variant{k}" for k in range(1, 11))
 
@@ -43,18 +46,33 @@ class DynaMath(Benchmark):
                                 answer_type="text", meta={**meta, "family": "text"})
 
     def smoke_rows(self, n=2, seed=0):
+        # a seed question is one easy-vqa test question text; its variants are 2 different test
+        # images asked that question (the answer may change between them, as DynaMath's do);
+        # ceil(n / 2) seed questions, each asked as multiple choice or free text
+        texts = smoke.question_texts()
+        rng = random.Random(smoke.key_int("evals-smoke", self.name, seed))
+        order = rng.sample(sorted(texts), len(texts))
+        pools = {q: rng.sample(texts[q], len(texts[q])) for q in order}
         rows = []
-        for v in (1, 2):        # two variants of each seed question, so worst-case is exercised
-            for i in range(n):
-                mc = i % 2 == 0
+        for j in range(max(1, -(-n // 2))):
+            q = order[j % len(order)]
+            if len(pools[q]) < 2:
+                break                           # every test image of the texts used (n > ~1,200)
+            mc = smoke.key_int(self.name, seed, j) % 2 == 0
+            for v in (1, 2):
+                answer, image_id, kind = pools[q].pop()
+                question = q[0].upper() + q[1:]
+                if mc:
+                    opts = smoke.options(answer, kind, f"{self.name}/{seed}/{j}/{v}")
+                    question += "\nChoices:\n" + "\n".join(f"({k}) {w}" for k, w in opts.items())
                 rows.append({
-                    "__split__": f"sample_variant{v}", "id": str(i + 1),
-                    "question": ("Which function is increasing? (A) f (B) g (C) h (D) none" if mc
-                                 else f"What is the slope of the line through the marked points? v{v}"),
-                    "image": f"images/{i + 1}.png", "decoded_image": make_image(seed * 100 + 10 * v + i),
-                    "ground_truth": "B" if mc else f"{0.5 * v:.3f}", "answer_type": "multiple choice" if mc else "float",
-                    "subject": "analytic geometry", "knowledge_level": "high school"})
-        return rows[: max(n, 2) * 2]
+                    "__split__": f"sample_variant{v}", "id": str(seed * 10000 + j + 1), "question": question,
+                    "image": f"images/{j + 1}.png", "decoded_image": smoke.test_image(image_id),
+                    "ground_truth": smoke.option_letter(opts, answer) if mc else answer,
+                    "answer_type": "multiple choice" if mc else "text",
+                    "subject": "Plane Geometry" if kind == "shape" else "Puzzle test",
+                    "knowledge_level": "elementary school"})
+        return rows
 
     def metric_units(self, records):
         # Units are seed questions, not rows: the variants of one seed question are correlated, so

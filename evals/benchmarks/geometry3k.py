@@ -2,14 +2,13 @@
 diagram each, asked free-form (NoisyRollout's protocol converts the options away). Checked with
 math-verify. The test split is REOPOLD's / PTD-PO's Geo3K column; the validation split is VOLD's
 validation set.
+Smoke items: easy-vqa test colour / shape questions, free form (the word) (evals/smoke.py).
 """
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import strip_image_tokens
-from evals.fixtures import make_image
-
-ANSWERS = ["2\\sqrt{3}", "30", "\\frac{9}{2}", "12.5"]
 
 
 class Geometry3K(Benchmark):
@@ -19,9 +18,8 @@ class Geometry3K(Benchmark):
                                 images=images)
 
     def smoke_rows(self, n=2, seed=0):
-        return [{"images": [make_image(seed * 100 + i)],
-                 "problem": "<image>Find x. Round to the nearest tenth if necessary.",
-                 "answer": ANSWERS[(seed + i) % len(ANSWERS)]} for i in range(n)]
+        return [{"images": [it["image"]], "problem": f"<image>{it['question']}", "answer": it["answer"]}
+                for it in smoke.items(self.name, n, seed)]
 
 
 _COMMON = dict(hf_id="hiyouga/geometry3k", family="math", scoring="math-verify",

@@ -4,11 +4,15 @@ questions, some without an image (``visual_input == "0"``).
 Metrics (the benchmark's own): ``accuracy`` = aAcc (all questions); ``figure_acc`` = fAcc (a
 figure counts when every question about it is right); ``question_acc`` = qAcc (a question counts
 when it is right on every figure variant).
+Smoke items: sets of two easy-vqa test figures differing in colour or shape, each asked both yes/no
+questions ("Is the shape in the image a circle?"; balanced yes / no) (evals/smoke.py).
 """
 from __future__ import annotations
 
+import random
+
+from evals import smoke
 from evals.benchmarks.base import Benchmark, group_scores
-from evals.fixtures import make_image
 
 
 class HallusionBench(Benchmark):
@@ -25,12 +29,32 @@ class HallusionBench(Benchmark):
                                       "question": f"{key}/{row['question_id']}"})
 
     def smoke_rows(self, n=2, seed=0):
-        return [{
-            "category": "VD", "subcategory": "illusion", "visual_input": "1", "set_id": "0",
-            "figure_id": str(i % 2), "sample_note": "smoke", "question_id": str(i // 2),
-            "question": "Is the left shape red?", "gt_answer_details": "", "gt_answer": str(i % 2),
-            "filename": f"VD/illusion/0_{i % 2}.png", "image": make_image(seed * 100 + i),
-        } for i in range(n)]
+        # a set = two easy-vqa test figures that differ in one attribute (colour or shape) and two
+        # questions, each asked of both figures: "Is the shape a circle?" is yes on one, no on the
+        # other, so yes / no are balanced and fAcc / qAcc are meaningful
+        attrs = smoke.attributes()
+        ids = smoke.full_ids()
+        rng = random.Random(smoke.key_int("evals-smoke", self.name, seed))
+        rows = []
+        for s in range(max(1, -(-n // 4))):
+            kind = ("color", "shape")[s % 2]
+            first = rng.choice(ids)
+            second = rng.choice([i for i in ids if attrs[i][kind] != attrs[first][kind]])
+            values = [attrs[first][kind], attrs[second][kind]]
+            for fig, image_id in enumerate((first, second)):
+                for qid, value in enumerate(values):
+                    truth = attrs[image_id][kind] == value
+                    rows.append({
+                        "category": "VD", "subcategory": "figure", "visual_input": "1", "set_id": str(seed * 10000 + s),
+                        "figure_id": str(fig), "sample_note": "easy-vqa 1.0 (test)", "question_id": str(qid),
+                        "question": (f"Is the shape in the image {value}?" if kind == "color" else
+                                     f"Is the shape in the image a {value}?"),
+                        "gt_answer_details": (f"The shape is {attrs[image_id]['color']} and a "
+                                              f"{attrs[image_id]['shape']}."),
+                        "gt_answer": "1" if truth else "0",
+                        "filename": f"VD/figure/{seed * 10000 + s}_{fig}.png", "image": smoke.test_image(image_id),
+                    })
+        return rows[:max(n, 1)]
 
     def metric_units(self, records):
         units = super().metric_units(records)

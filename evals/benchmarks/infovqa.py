@@ -1,10 +1,12 @@
 """InfographicVQA (Mathew et al., 2022), validation split of ``lmms-lab/DocVQA`` (config
 ``InfographicVQA``; test answers are hidden). Metric: ANLS (threshold 0.5) over the gold answers;
-a response with ANLS >= 0.5 counts as correct for pass@k."""
+a response with ANLS >= 0.5 counts as correct for pass@k.
+Smoke items: easy-vqa test colour / shape questions, free form (gold: the word; ANLS) (evals/smoke.py).
+"""
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
-from evals.fixtures import make_image
 
 
 class InfoVQA(Benchmark):
@@ -17,10 +19,10 @@ class InfoVQA(Benchmark):
 
     def smoke_rows(self, n=2, seed=0):
         return [{
-            "questionId": str(seed * 100 + i), "question": "What percentage of people use phones?",
-            "answers": ["45%", "45"], "answer_type": ["single span"], "image": make_image(seed * 100 + i, 80, 120),
-            "image_url": "", "operation/reasoning": None, "ocr": "[]", "data_split": "val",
-        } for i in range(n)]
+            "questionId": str(seed * 10000 + i), "question": it["question"], "answers": [it["answer"]],
+            "answer_type": ["single span"], "image": it["image"], "image_url": "", "operation/reasoning": None,
+            "ocr": "[]", "data_split": "val",
+        } for i, it in enumerate(smoke.items(self.name, n, seed))]
 
 
 BENCHMARKS = [InfoVQA(

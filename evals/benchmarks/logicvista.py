@@ -1,12 +1,16 @@
 """LogicVista (Xiao et al., 2024): 448 visual logical-reasoning multiple-choice questions; some
 have several correct letters (``"A, C"``), which must all be given and nothing else.
 Sub-metrics: per skill and per broad capability.
+Smoke items: easy-vqa test colour / shape questions as multiple choice, half of them "select all that
+apply" over colours and shapes (two gold letters) (evals/smoke.py).
 """
 from __future__ import annotations
 
+import random
+
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import parse_inline_options
-from evals.fixtures import make_image
 
 
 class LogicVista(Benchmark):
@@ -22,13 +26,35 @@ class LogicVista(Benchmark):
         return s
 
     def smoke_rows(self, n=2, seed=0):
-        return [{
-            "id": f"{seed * 100 + i}", "image": make_image(seed * 100 + i),
-            "question": "Which shapes are circles? A. the first B. the second C. the third D. none",
-            "answer": "A, C" if i % 2 else "B", "reasoning": "Look at the shapes.",
-            "skill": "spatial" if i % 2 else "inductive", "broad_capability": "spatial reasoning",
-            "specific_capability": "shape", "imagesource": "smoke", "sourcelink": "", "liscenced": "yes",
-        } for i in range(n)]
+        # half single-answer (an easy-vqa test colour / shape question), half "select all that
+        # apply" over two colours and two shapes (gold: the two letters naming the image's colour
+        # and shape, e.g. "A, D")
+        attrs = smoke.attributes()
+        rows = []
+        for i, it in enumerate(smoke.items(self.name, n, seed)):
+            key = f"{self.name}/{seed}/{i}/{it['image_id']}"
+            rng = random.Random(key)
+            a = attrs.get(it["image_id"], {})
+            multi = len(a) == 2 and smoke.key_int(key) % 2 == 0
+            if multi:
+                words = [a["color"], rng.choice([c for c in smoke.EASY_VQA_COLORS if c != a["color"]]),
+                         a["shape"], rng.choice([s for s in smoke.SIDES if s != a["shape"]])]
+                rng.shuffle(words)
+                opts = {"ABCD"[k]: w for k, w in enumerate(words)}
+                question = "Which options describe the figure? Select all that apply."
+                answer = ", ".join(k for k, w in opts.items() if w in (a["color"], a["shape"]))
+            else:
+                opts = smoke.options(it["answer"], it["kind"], key)
+                question, answer = it["question"], smoke.option_letter(opts, it["answer"])
+            rows.append({
+                "id": f"{seed * 10000 + i}", "image": it["image"],
+                "question": question + "\n" + "\n".join(f"{k}. {w}" for k, w in opts.items()),
+                "answer": answer, "reasoning": "Look at the figure's colour and shape.",
+                "skill": "deductive" if multi else "inductive", "broad_capability": "diagram",
+                "specific_capability": "shape and colour", "imagesource": "easy-vqa 1.0 (test)", "sourcelink": "",
+                "liscenced": "yes",
+            })
+        return rows
 
 
 BENCHMARKS = [LogicVista(

@@ -2,12 +2,14 @@
 
 Multiple-choice rows are scored by letter, free-form rows by math-verify. Sub-metrics: accuracy per
 problem version (VGS reports Vision Dominant and Vision Only) and per subject.
+Smoke items: easy-vqa test colour / shape questions, each in every version of the benchmark (the
+options / the whole question drawn into the image for Vision Dominant / Vision Only) (evals/smoke.py).
 """
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import parse_inline_options, split_question_options
-from evals.fixtures import make_image
 
 VERSIONS = ("Text Dominant", "Text Lite", "Vision Intensive", "Vision Dominant", "Vision Only")
 
@@ -49,22 +51,40 @@ class MathVerse(Benchmark):
         return self.make_sample(row["sample_index"], question, row["answer"], images=[img], meta=meta)
 
     def smoke_rows(self, n=2, seed=0):
+        # one easy-vqa test item per problem, in each of this benchmark's versions: Text Dominant
+        # adds a description, Vision Dominant moves the options into the image, Vision Only draws
+        # the whole question there (easy-vqa has no conditions to move, so Text Lite and Vision
+        # Intensive read alike)
+        per = len(self.versions)
         rows = []
-        for i in range(n):
-            mc = i % 2 == 0
-            version = self.versions[i % len(self.versions)]
-            q = ("In the figure, what is the value of x?\nChoices:\nA:2\nB:4\nC:6\nD:8" if mc
-                 else "In the figure, find the length of AB.")
-            if version == "Vision Only":
-                q = ""
-            rows.append({
-                "sample_index": str(seed * 100 + i + 1), "problem_index": str(i // 2 + 1),
-                "problem_version": version, "question": q, "image": make_image(seed * 100 + i),
-                "answer": "B" if mc else "\\frac{3}{2}", "question_type": "multi-choice" if mc else "free-form",
-                "metadata": {"split": "testmini", "source": "smoke", "subject": "Plane Geometry",
-                             "subfield": "Length"},
-                "query_wo": q, "query_cot": q, "question_for_eval": q,
-            })
+        for p, it in enumerate(smoke.items(self.name, max(1, -(-n // per)), seed)):
+            key = f"{self.name}/{seed}/{p}/{it['image_id']}"
+            mc = self.question_types == ("multi-choice",) or smoke.key_int(key) % 2 == 0
+            opts = smoke.options(it["answer"], it["kind"], key) if mc else {}
+            choices = "Choices:\n" + "\n".join(f"{k}:{v}" for k, v in opts.items()) if mc else ""
+            for version in self.versions:
+                q, image = it["question"], it["image"]
+                if version == "Text Dominant":
+                    q = "The figure shows one shape drawn on a plain background. " + q
+                if version == "Vision Dominant" and mc:
+                    image = smoke.caption(image, [choices.replace("\n", " ")])
+                    choices_text = ""
+                else:
+                    choices_text = choices
+                if version == "Vision Only":
+                    image = smoke.caption(image, [q] + ([choices.replace("\n", " ")] if mc else []))
+                    q = ""
+                elif choices_text:
+                    q = f"{q}\n{choices_text}"
+                rows.append({
+                    "sample_index": str(seed * 10000 + len(rows) + 1), "problem_index": str(seed * 10000 + p + 1),
+                    "problem_version": version, "question": q, "image": image,
+                    "answer": smoke.option_letter(opts, it["answer"]) if mc else it["answer"],
+                    "question_type": "multi-choice" if mc else "free-form",
+                    "metadata": {"split": "testmini", "source": "easy-vqa 1.0 (test)", "subject": "Plane Geometry",
+                                 "subfield": "Shape" if it["kind"] == "shape" else "Color"},
+                    "query_wo": q, "query_cot": q, "question_for_eval": q,
+                })
         return rows
 
 

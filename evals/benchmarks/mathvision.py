@@ -2,12 +2,14 @@
 
 Rows with options are multiple choice (letters A-E); the rest are free-form, checked with
 math-verify. Sub-metrics: per subject and per level.
+Smoke items: easy-vqa test colour / shape questions, half with the options as a list (letter answer),
+half free form (the word) (evals/smoke.py).
 """
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import choices_from_list, strip_image_tokens
-from evals.fixtures import make_image
 
 
 class MathVision(Benchmark):
@@ -24,14 +26,17 @@ class MathVision(Benchmark):
         return self.make_sample(row["id"], question, row["answer"], images=[img], meta=meta)
 
     def smoke_rows(self, n=2, seed=0):
-        return [{
-            "id": str(seed * 100 + i + 1),
-            "question": "<image1>\nHow many shapes are red?" if i % 2 else "<image1>\nWhich figure is next?",
-            "options": [] if i % 2 else ["A", "B", "C", "D", "E"],
-            "image": f"images/{i + 1}.jpg", "decoded_image": make_image(seed * 100 + i),
-            "answer": str(i + 1) if i % 2 else "C", "solution": None, "level": 1 + i % 5,
-            "subject": "counting" if i % 2 else "analytic geometry",
-        } for i in range(n)]
+        rows = []
+        for i, it in enumerate(smoke.items(self.name, n, seed)):
+            key = f"{self.name}/{seed}/{i}/{it['image_id']}"
+            opts = smoke.options(it["answer"], it["kind"], key) if smoke.key_int(key) % 2 == 0 else {}
+            rows.append({
+                "id": str(seed * 10000 + i + 1), "question": f"<image1>\n{it['question']}",
+                "options": list(opts.values()), "image": f"images/{i + 1}.png", "decoded_image": it["image"],
+                "answer": smoke.option_letter(opts, it["answer"]) if opts else it["answer"], "solution": None,
+                "level": 1, "subject": "descriptive geometry" if it["kind"] == "shape" else "logic",
+            })
+        return rows
 
 
 BENCHMARKS = [MathVision(

@@ -4,14 +4,16 @@ Scoring follows VLMEvalKit's rule-based path: multiple choice by option letter (
 text); integer / float answers as numbers, floats rounded to the row's ``precision`` (decimal
 places) before comparison, like MathVista's own ``normalize_extracted_answer``; list answers by
 math-verify. Sub-metrics: per question type, answer type, task and skill.
+Smoke items: easy-vqa test colour / shape questions (multiple choice), and shape items asked free form as
+the shape's number of straight sides (integer) or half of it (float, precision 1) (evals/smoke.py).
 """
 from __future__ import annotations
 
 from harness.errors import DataError
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import choices_from_list
-from evals.fixtures import make_image
 
 
 class MathVista(Benchmark):
@@ -62,27 +64,33 @@ class MathVista(Benchmark):
                                 meta={**meta, "family": family}, extra=hint)
 
     def smoke_rows(self, n=2, seed=0):
+        # colour items: multiple choice (4 colours); shape items: multiple choice (3 shapes) or
+        # free form, "how many straight sides" as an integer or (half of it) a float at precision 1
         rows = []
-        for i in range(n):
-            img = make_image(seed * 100 + i)
-            mc = i % 2 == 0
-            rows.append({
-                "pid": str(i + 1),
-                "question": "Which shape is largest?" if mc else "How many shapes are in the image?",
-                "image": f"images/{i + 1}.jpg",
-                "decoded_image": img,
-                "choices": ["circle", "square", "triangle"] if mc else None,
-                "unit": None,
-                "precision": None,
-                "answer": "square" if mc else str(i + 2),
-                "question_type": "multi_choice" if mc else "free_form",
-                "answer_type": "text" if mc else "integer",
-                "metadata": {"category": "math-targeted-vqa", "context": "synthetic scene",
-                             "grade": "elementary school", "img_height": 48, "img_width": 64,
-                             "language": "english", "skills": ["arithmetic reasoning"],
-                             "source": "smoke", "split": "testmini", "task": "figure question answering"},
-                "query": "",
-            })
+        for i, it in enumerate(smoke.items(self.name, n, seed)):
+            key = f"{self.name}/{seed}/{i}/{it['image_id']}"
+            form = "multi_choice" if it["kind"] == "color" or self.question_types else \
+                ("multi_choice", "integer", "float")[smoke.key_int(key) % 3]
+            row = {"pid": str(i + 1), "image": f"images/{i + 1}.png", "decoded_image": it["image"], "unit": None,
+                   "precision": None, "query": "",
+                   "metadata": {"category": "general-vqa", "context": "abstract scene", "grade": "elementary school",
+                                "img_height": 64, "img_width": 64, "language": "english",
+                                "skills": ["logical reasoning"], "source": "easy-vqa 1.0 (test)",
+                                "split": "testmini", "task": "visual question answering"}}
+            if form == "multi_choice":
+                opts = smoke.options(it["answer"], it["kind"], key)
+                row.update({"question": it["question"], "choices": list(opts.values()), "answer": it["answer"],
+                            "question_type": "multi_choice", "answer_type": "text"})
+            else:
+                sides = smoke.SIDES[it["answer"]]
+                integer = form == "integer"
+                row.update({"question": "How many straight sides does the shape have?" if integer else
+                            "What is half the number of straight sides of the shape?",
+                            "choices": None, "answer": str(sides) if integer else f"{sides / 2:.1f}",
+                            "precision": None if integer else 1.0, "question_type": "free_form",
+                            "answer_type": form})
+                row["metadata"] = {**row["metadata"], "skills": ["geometry reasoning", "arithmetic reasoning"]}
+            rows.append(row)
         return rows
 
 

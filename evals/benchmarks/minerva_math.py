@@ -1,4 +1,5 @@
-"""Minerva Math (Lewkowycz et al., 2022; 272 problems, ``math-ai/minervamath``). REOPOLD: Pass@1."""
+"""Minerva Math (Lewkowycz et al., 2022; 272 problems, ``math-ai/minervamath``). REOPOLD: Pass@1.
+Smoke items: champ-dataset test problems, answers verbatim, capped at 54 (textmath.py)."""
 from evals.benchmarks.textmath import TextMath
 
 BENCHMARKS = [TextMath(

@@ -1,13 +1,16 @@
 """MMK12 (Meng et al., 2025), test split: K-12 maths / physics / chemistry / biology questions
 with images; multiple-choice rows (gold a letter) are scored by letter, the rest by math-verify.
-Sub-metric per subject."""
+Sub-metric per subject.
+Smoke items: easy-vqa test colour / shape questions, half multiple choice (options inline, letter
+answer), half free form (the word) (evals/smoke.py).
+"""
 from __future__ import annotations
 
 import re
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import parse_inline_options
-from evals.fixtures import make_image
 
 
 class MMK12(Benchmark):
@@ -25,10 +28,14 @@ class MMK12(Benchmark):
         return self.make_sample(str(row["id"]), row["question"], answer, images=[img], meta=meta)
 
     def smoke_rows(self, n=2, seed=0):
-        return [{"id": seed * 100 + i, "subject": "math" if i % 2 else "physics", "image": make_image(seed * 100 + i),
-                 "question": ("What is the area of the square of side 3?" if i % 2 else
-                              "Which force is larger? A. F1 B. F2 C. equal D. cannot tell"),
-                 "answer": "9" if i % 2 else "C"} for i in range(n)]
+        rows = []
+        for i, it in enumerate(smoke.items(self.name, n, seed)):
+            key = f"{self.name}/{seed}/{i}/{it['image_id']}"
+            opts = smoke.options(it["answer"], it["kind"], key) if smoke.key_int(key) % 2 == 0 else {}
+            question = it["question"] + ("".join(f" {k}. {w}" for k, w in opts.items()) if opts else "")
+            rows.append({"id": seed * 10000 + i, "subject": "math", "image": it["image"], "question": question,
+                         "answer": smoke.option_letter(opts, it["answer"]) if opts else it["answer"]})
+        return rows
 
 
 BENCHMARKS = [MMK12(

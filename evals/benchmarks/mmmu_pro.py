@@ -2,12 +2,14 @@
 up to 10 options; VOLD) and the *standard* setting with 4 options (VGS's "MMMU-Pro-4") or 10.
 
 Scored by option letter. Sub-metric: per subject.
+Smoke items: easy-vqa test colour / shape questions with 4 or 10 options (the vision setting's question
+and options drawn under the image) (evals/smoke.py).
 """
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import choices_from_list, letters_for, parse_list_field
-from evals.fixtures import make_image
 
 VISION_PROMPT = "Answer the multiple-choice question shown in the image."
 
@@ -30,19 +32,24 @@ class MMMUPro(Benchmark):
                                 meta={**meta, "difficulty": row.get("topic_difficulty")})
 
     def smoke_rows(self, n=2, seed=0):
+        # 4 or 10 options (the real settings' counts), padded with never-correct distractors; the
+        # vision setting draws the question and its options under the image (a "screenshot")
         k = 4 if self.config == "standard (4 options)" else 10
         rows = []
-        for i in range(n):
-            options = [str(10 * j + i) for j in range(k)]
-            row = {"id": f"validation_Math_{seed * 100 + i + 1}", "options": str(options),
-                   "answer": "ABCDEFGHIJ"[(i + 1) % k], "subject": "Math"}
+        for i, it in enumerate(smoke.items(self.name, n, seed)):
+            opts = smoke.options(it["answer"], it["kind"], f"{self.name}/{seed}/{i}/{it['image_id']}", k=k)
+            row = {"id": f"test_Design_{seed * 10000 + i + 1}", "options": str(list(opts.values())),
+                   "answer": smoke.option_letter(opts, it["answer"]), "subject": "Design"}
             if self.config == "vision":
-                row["image"] = make_image(seed * 100 + i, 96, 64)
+                half = (len(opts) + 1) // 2
+                pairs = [f"({k}) {v}" for k, v in opts.items()]
+                row["image"] = smoke.caption(it["image"], [it["question"], " ".join(pairs[:half]),
+                                                           " ".join(pairs[half:])])
             else:
-                row.update({"question": "<image 1> What is the value shown?", "explanation": "",
+                row.update({"question": f"<image 1> {it['question']}", "explanation": "",
                             "img_type": "['Diagrams']", "topic_difficulty": "Easy"})
                 for j in range(1, 8):
-                    row[f"image_{j}"] = make_image(seed * 100 + i) if j == 1 else None
+                    row[f"image_{j}"] = it["image"] if j == 1 else None
             rows.append(row)
         return rows
 

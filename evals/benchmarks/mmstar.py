@@ -2,14 +2,15 @@
 
 The options are written into the question (``"Options: A: ..., B: ..."``); scored by letter.
 Sub-metrics: per core capability (category) and per l2 category.
+Smoke items: easy-vqa test colour / shape questions as 4-option multiple choice (evals/smoke.py).
 """
 from __future__ import annotations
 
 from harness.errors import DataError
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import split_question_options
-from evals.fixtures import make_image
 
 
 class MMStar(Benchmark):
@@ -23,12 +24,18 @@ class MMStar(Benchmark):
                                 meta={"category": row.get("category"), "l2_category": row.get("l2_category")})
 
     def smoke_rows(self, n=2, seed=0):
-        return [{
-            "index": seed * 100 + i, "image": make_image(seed * 100 + i),
-            "question": "Which colour is the largest shape?\nOptions: A: red, B: blue, C: green, D: black",
-            "answer": "ABCD"[i % 4], "category": "coarse perception", "l2_category": "image scene and topic",
-            "meta_info": {"source": "smoke", "split": "val", "image_path": f"{i}.jpg"},
-        } for i in range(n)]
+        rows = []
+        for i, it in enumerate(smoke.items(self.name, n, seed)):
+            opts = smoke.options(it["answer"], it["kind"], f"{self.name}/{seed}/{i}/{it['image_id']}", k=4)
+            rows.append({
+                "index": seed * 10000 + i, "image": it["image"],
+                "question": f"{it['question']}\nOptions: " + ", ".join(f"{k}: {v}" for k, v in opts.items()),
+                "answer": smoke.option_letter(opts, it["answer"]), "category": "fine-grained perception",
+                "l2_category": "attribute & celebrity recognition",
+                "meta_info": {"source": "easy-vqa 1.0 (test)", "split": "val",
+                              "image_path": f"easy-vqa/test/{it['image_id']}.png"},
+            })
+        return rows
 
 
 BENCHMARKS = [MMStar(

@@ -3,11 +3,13 @@
 release: ``test.json`` (rows ``image`` (relative path), ``question``, ``answer`` (int),
 ``data_source``, ``issimple``, ``question_id``, ``image_id``) in a directory with the images.
 Scored as an exact integer; sub-metrics simple / complex.
+Smoke items: 2 x 2 grids of easy-vqa test images: how many shapes (simple), how many of a colour or a
+shape (complex); images as files (evals/smoke.py).
 """
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
-from evals.fixtures import make_image
 
 
 class TallyQA(Benchmark):
@@ -18,12 +20,23 @@ class TallyQA(Benchmark):
                                 meta={"subset": "simple" if row.get("issimple") else "complex"})
 
     def smoke_rows(self, n=2, seed=0):
-        return [{"image": f"val2014/COCO_val2014_{seed * 100 + i:012d}.jpg", "question": "How many cups are there?",
-                 "answer": i + 1, "data_source": "amt", "issimple": i % 2 == 0, "question_id": 1000 + i,
-                 "image_id": seed * 100 + i} for i in range(n)]
+        # simple: how many shapes (1-4 filled cells); complex: how many <colour> shapes / <shape>s
+        # among four (0-4)
+        rows = []
+        for i in range(n):
+            key = f"{self.name}/{seed}/{i}"
+            simple = i % 2 == 0
+            target = None if simple else ("color", "shape")[smoke.key_int(key) % 2]
+            cells, count, word = smoke.count_scene(key, target)
+            question = ("How many shapes are there?" if simple else
+                        f"How many {word} shapes are there?" if target == "color" else f"How many {word}s are there?")
+            rows.append({"image": f"easyvqa_test/grid_{smoke.grid_name(cells)}.png", "question": question,
+                         "answer": count, "data_source": "amt", "issimple": simple, "question_id": 1000 + i,
+                         "image_id": seed * 10000 + i})
+        return rows
 
     def smoke_files(self, rows, seed=0):
-        return {r["image"]: make_image(seed * 100 + i, shapes=r["answer"]) for i, r in enumerate(rows)}
+        return {r["image"]: smoke.grid_of(r["image"]) for r in rows}
 
 
 BENCHMARKS = [TallyQA(

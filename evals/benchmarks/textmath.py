@@ -1,20 +1,25 @@
 """Shared loader for the text-only competition-math benchmarks (REOPOLD's math table): a question
 field, a gold-answer field, math-verify equivalence, the DeepSeek-R1 style instruction
 ("Please reason step by step, and put your final answer within \\boxed{}.").
+
+Smoke items (all six): champ-dataset's **test** split (54 competition problems: inequalities,
+number theory, polynomials, sequences, combinatorics), answers verbatim (some are phrases, e.g.
+"0 is the only possible value"); ``n`` above 54 is capped at 54 (evals/smoke.py).
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 
-QUESTIONS = [("What is $1 + 2 \\cdot 3$?", "7"), ("Simplify $\\frac{6}{8}$.", "\\frac{3}{4}"),
-             ("Find the positive root of $x^2 = 2$.", "\\sqrt{2}"), ("Compute $2^{10}$.", "1024")]
 REOPOLD_SAMPLING = {"temperature": 0.6, "top_p": 0.95}
 
 
 class TextMath(Benchmark):
-    """``question_field`` / ``answer_field`` name the columns; ``answer_of`` post-processes the gold."""
+    """``question_field`` / ``answer_field`` name the columns; ``answer_of`` post-processes the gold.
+    ``extra_fields``: the schema's other columns for smoke rows, a value or ``f(i, problem)`` of the
+    row's index and its champ problem (``id``, ``question``, ``answer``, ``category``, ``solution``)."""
 
     def __init__(self, *, question_field: str, answer_field: str, id_field: str | None = None,
                  answer_of: Callable[[Any], str] | None = None, extra_fields: dict | None = None,
@@ -41,11 +46,10 @@ class TextMath(Benchmark):
 
     def smoke_rows(self, n=2, seed=0):
         rows = []
-        for i in range(n):
-            q, a = QUESTIONS[(seed + i) % len(QUESTIONS)]
-            row = {k: (v(i) if callable(v) else v) for k, v in self.extra_fields.items()}
-            row[self.question_field] = q
-            row[self.answer_field] = self.smoke_answer(a)
+        for i, p in enumerate(smoke.champ_test(n, seed)):
+            row = {k: (v(i, p) if callable(v) else v) for k, v in self.extra_fields.items()}
+            row[self.question_field] = p["question"]
+            row[self.answer_field] = self.smoke_answer(p["answer"])
             if self.id_field:
                 row[self.id_field] = row.get(self.id_field, i)
             rows.append(row)

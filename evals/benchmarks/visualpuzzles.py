@@ -1,11 +1,14 @@
 """VisualPuzzles (Song et al., 2025): 1,168 multiple-choice puzzles testing algorithmic,
 analogical, deductive, inductive and spatial reasoning with minimal domain knowledge.
-Scored by letter; sub-metric per category."""
+Scored by letter; sub-metric per category.
+Smoke items: easy-vqa test colour / shape questions, 4 options as a list (category: Spatial for shape,
+Inductive for colour) (evals/smoke.py).
+"""
 from __future__ import annotations
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import choices_from_list, parse_list_field
-from evals.fixtures import make_image
 
 
 class VisualPuzzles(Benchmark):
@@ -18,10 +21,13 @@ class VisualPuzzles(Benchmark):
                                 meta={"category": row.get("category"), "letters": list("ABCD")})
 
     def smoke_rows(self, n=2, seed=0):
-        cats = ("Algorithmic", "Analogical", "Deductive", "Inductive", "Spatial")
-        return [{"id": seed * 100 + i, "category": cats[i % 5], "image": make_image(seed * 100 + i),
-                 "question": "Which option completes the pattern?", "options": ["A", "B", "C", "D"],
-                 "answer": "ABCD"[(i + 2) % 4]} for i in range(n)]
+        rows = []
+        for i, it in enumerate(smoke.items(self.name, n, seed)):
+            opts = smoke.options(it["answer"], it["kind"], f"{self.name}/{seed}/{i}/{it['image_id']}", k=4)
+            rows.append({"id": seed * 10000 + i, "category": "Spatial" if it["kind"] == "shape" else "Inductive",
+                         "image": it["image"], "question": it["question"], "options": list(opts.values()),
+                         "answer": smoke.option_letter(opts, it["answer"])})
+        return rows
 
 
 BENCHMARKS = [VisualPuzzles(

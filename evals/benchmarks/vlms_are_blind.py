@@ -1,16 +1,18 @@
 """VLMs are Blind (BlindTest; Rahmanzadehgervi et al., 2024): low-level visual tasks (counting
 line intersections, circles, nested squares, grid rows...). The data set's own prompt asks for
 the answer in curly brackets (``{3}``); the last ``\\boxed{}`` or, failing that, the last ``{...}``
-is the answer, compared as a number or as normalised text. Sub-metric per task."""
+is the answer, compared as a number or as normalised text. Sub-metric per task.
+Smoke items: 2 x 2 grids of easy-vqa test images: how many shapes, or how many circles / triangles /
+rectangles (evals/smoke.py).
+"""
 from __future__ import annotations
 
 import re
 
 from harness.types import Sample
 
-from evals import scoring
+from evals import scoring, smoke
 from evals.benchmarks.base import Benchmark
-from evals.fixtures import make_image
 
 
 def extract_braced(response: str, sample: Sample) -> str | None:
@@ -33,10 +35,17 @@ class VLMsAreBlind(Benchmark):
                                 instruction=None, meta={"task": row["task"]})
 
     def smoke_rows(self, n=2, seed=0):
-        return [{"task": "Counting Circles" if i % 2 else "Line Plot Intersections",
-                 "image": make_image(seed * 100 + i, shapes=i + 1),
-                 "prompt": "How many shapes are there? Answer with a number in curly brackets, e.g., {3}.",
-                 "groundtruth": str(i + 1), "metadata": "{}"} for i in range(n)]
+        rows = []
+        for i in range(n):
+            key = f"{self.name}/{seed}/{i}"
+            shapes = i % 2 == 0
+            cells, count, word = smoke.count_scene(key, None if shapes else "shape")
+            rows.append({"task": "Counting Shapes" if shapes else f"Counting {word.capitalize()}s",
+                         "image": smoke.grid(cells),
+                         "prompt": (f"How many {'shapes' if shapes else word + 's'} are there in the image? "
+                                    "Answer with a number in curly brackets, e.g., {3}."),
+                         "groundtruth": str(count), "metadata": "{}"})
+        return rows
 
 
 BENCHMARKS = [VLMsAreBlind(

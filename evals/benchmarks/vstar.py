@@ -1,14 +1,16 @@
 """V* Bench (Wu & Xie, 2024): 191 high-resolution multiple-choice questions on attributes and
 spatial relations of small objects (``craigwu/vstar_bench``; images stored as files in the repo,
 referenced by relative path). Scored by letter; sub-metric per category. REOPOLD samples at T=1.0.
+Smoke items: easy-vqa test colour / shape questions, 4 options ("direct_attributes"; images as files)
+(evals/smoke.py).
 """
 from __future__ import annotations
 
 import re
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import parse_inline_options
-from evals.fixtures import make_image
 
 _DIRECT = re.compile(r"\s*Answer with the option's letter from the given choices directly\.?\s*$", re.I)
 
@@ -26,16 +28,20 @@ class VStar(Benchmark):
         return s
 
     def smoke_rows(self, n=2, seed=0):
-        cats = ("direct_attributes", "relative_position")
-        return [{
-            "image": f"{cats[i % 2]}/sa_{seed * 100 + i}.jpg",
-            "text": "What is the color of the cup?\n(A) red\n(B) blue\n(C) green\n(D) white\n"
-                    "Answer with the option's letter from the given choices directly.",
-            "label": "ABCD"[i % 4], "question_id": i, "category": cats[i % 2],
-        } for i in range(n)]
+        rows = []
+        for i, it in enumerate(smoke.items(self.name, n, seed)):
+            opts = smoke.options(it["answer"], it["kind"], f"{self.name}/{seed}/{i}/{it['image_id']}", k=4)
+            rows.append({
+                "image": f"direct_attributes/easyvqa_test_{it['image_id']}.png",
+                "text": it["question"] + "\n" + "\n".join(f"({k}) {w}" for k, w in opts.items()) +
+                        "\nAnswer with the option's letter from the given choices directly.",
+                "label": smoke.option_letter(opts, it["answer"]), "question_id": seed * 10000 + i,
+                "category": "direct_attributes",
+            })
+        return rows
 
     def smoke_files(self, rows, seed=0):
-        return {r["image"]: make_image(seed * 100 + i, 96, 96) for i, r in enumerate(rows)}
+        return {r["image"]: smoke.test_image(int(r["image"].rsplit("_", 1)[1].split(".")[0])) for r in rows}
 
 
 BENCHMARKS = [VStar(

@@ -9,15 +9,18 @@ composite problem m:
   some s_i wrong (strict) / all s_i wrong (loose), m right.
   Score (strict) = (N - 0.5 IG - RM_strict - IK) / N,  Score (loose) = (N - 0.5 IG - RM_loose - IK) / N;
   RM rates are RM / (CM + RM). ``accuracy`` is the plain per-question accuracy.
+Smoke items: one easy-vqa test image per multi-step problem: colour, shape (and straight sides) as
+one-step sub-problems, a composite question that needs them all (evals/smoke.py).
 """
 from __future__ import annotations
 
+import random
 import re
 from collections import defaultdict
 
+from evals import smoke
 from evals.benchmarks.base import Benchmark
 from evals.benchmarks.common import parse_inline_options
-from evals.fixtures import make_image
 
 
 class WeMath(Benchmark):
@@ -36,16 +39,49 @@ class WeMath(Benchmark):
                                       "letters": list(choices or "ABCDEFG")})
 
     def smoke_rows(self, n=2, seed=0):
+        # one easy-vqa test image per multi-step problem (whole problems until there are >= n
+        # rows). 2-step: the colour, the shape, then the composite "which option names both";
+        # 3-step adds the number of straight sides, and the composite asks colour and sides.
+        ids = smoke.full_ids()
+        rng = random.Random(smoke.key_int("evals-smoke", self.name, seed))
+        attrs = smoke.attributes()
         rows = []
-        for p in range(max(1, n // 2) + 1):     # one 2-step and one 3-step problem at least
+        for p, image_id in enumerate(rng.sample(ids, len(ids))):
+            if len(rows) >= max(n, 1):
+                break
+            color, shape = attrs[image_id]["color"], attrs[image_id]["shape"]
             steps = 2 if p % 2 == 0 else 3
-            for key in [f"{steps}steps_{i}" for i in range(1, steps + 1)] + [f"{steps}steps_multi"]:
+            key = f"{self.name}/{seed}/{p}"
+            sides = smoke.SIDES[shape]
+            questions = [("What is the color of the shape?", color,
+                          smoke.options(color, "color", f"{key}/1", k=4)),
+                         ("What shape is in the image?", shape, smoke.options(shape, "shape", f"{key}/2", k=4))]
+            if steps == 3:
+                words = [str(sides)] + [str(x) for x in (0, 3, 4, 5) if x != sides]
+                rng.shuffle(words)
+                questions.append(("How many straight sides does the shape have?", str(sides),
+                                  {"ABCD"[k]: w for k, w in enumerate(words)}))
+            second = shape if steps == 2 else str(sides)
+            other_c = rng.choice([c for c in smoke.EASY_VQA_COLORS if c != color])
+            other_s = rng.choice([x for x in (questions[1][2] if steps == 2 else questions[2][2]).values()
+                                  if x != second])
+            combos = [f"{color} {second}", f"{other_c} {second}", f"{color} {other_s}", f"{other_c} {other_s}"]
+            if steps == 3:
+                combos = [c.replace(" ", ", ") for c in combos]
+            truth = combos[0]
+            rng.shuffle(combos)
+            questions.append(("Which option names both the color and the shape of the figure?" if steps == 2 else
+                              "What is the color of the shape, and how many straight sides does it have?", truth,
+                              {"ABCD"[k]: w for k, w in enumerate(combos)}))
+            keys = [f"{steps}steps_{k}" for k in range(1, steps + 1)] + [f"{steps}steps_multi"]
+            for k, (q, answer, opts) in zip(keys, questions):
                 rows.append({
-                    "ID": f"{steps}steps_{p + 1}", "split": "testmini", "knowledge concept": "Angles",
-                    "question": f"In the figure, find angle {key}.",
-                    "option": "A. 30°; B. 45°; C. 60°; D. 90°; E. No correct answer",
-                    "answer": "ABCD"[len(rows) % 4], "key": key, "question number": len(rows) + 1,
-                    "knowledge concept description": "Angle measures", "image_path": make_image(seed * 100 + len(rows)),
+                    "ID": f"{steps}steps_{seed * 10000 + p + 1}", "split": "testmini",
+                    "knowledge concept": "Shapes and colors", "question": q,
+                    "option": "; ".join(f"{x}. {w}" for x, w in opts.items()) + "; E. No correct answer",
+                    "answer": smoke.option_letter(opts, answer), "key": k, "question number": len(rows) + 1,
+                    "knowledge concept description": "Naming a figure's colour, shape and number of sides",
+                    "image_path": smoke.test_image(image_id),
                 })
         return rows
 
