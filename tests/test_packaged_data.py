@@ -45,9 +45,13 @@ def test_easy_vqa_question_text_never_determines_the_answer(split):
 def test_easy_vqa_samples_are_seeded_and_carry_the_image():
     a, b = easy_vqa(12, "train", seed=3), easy_vqa(12, "train", seed=3)
     assert [s.id for s in a] == [s.id for s in b] and len({s.id for s in a}) == 12
-    s = a[0]
-    assert s.images[0].size == (64, 64) and s.answer in EASY_VQA_COLORS + EASY_VQA_SHAPES
-    assert s.prompt.endswith("\\boxed{}.") and s.response == f"\\boxed{{{s.answer}}}"
+    for s in easy_vqa(12, "train", seed=3, form="free"):
+        assert s.images[0].size == (64, 64) and s.answer in EASY_VQA_COLORS + EASY_VQA_SHAPES
+        assert s.prompt.endswith("\\boxed{}.") and s.response == f"\\boxed{{{s.answer}}}" and not s.choices
+    for s in easy_vqa(12, "train", seed=3, form="choice"):  # the letter names the true word, in a fixed order
+        assert s.choices[s.answer] == s.meta["word"] and s.response == f"\\boxed{{{s.answer}}}"
+        assert list(s.choices.values()) == list(EASY_VQA_SHAPES if s.meta["kind"] == "shape" else EASY_VQA_COLORS)
+    assert {bool(s.choices) for s in easy_vqa(40, "train", seed=3, form="mixed")} == {True, False}
     assert [x.id for x in load_training_set("easy-vqa", "validation", limit=5)] == [x.id for x in easy_vqa(5, "validation")]
 
 
