@@ -32,7 +32,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from harness.data.packaged import (EASY_VQA_COLORS, EASY_VQA_SHAPES, _champ_problems, _easy_vqa_rows, _package,
-                                   champ_split, easy_vqa_items, easy_vqa_options, option_letter)
+                                   champ_split, easy_vqa_items, option_letter)
 
 TILE = 64                                   # easy-vqa images are 64 x 64
 SIDES = {"circle": 0, "triangle": 3, "rectangle": 4}   # straight sides of each easy-vqa shape
@@ -59,18 +59,21 @@ def items(bench: str, n: int, seed: int, kinds: tuple[str, ...] = ("color", "sha
 
 
 def options(answer: str, kind: str, key: str, k: int | None = None) -> dict[str, str]:
-    """Options for an easy-vqa answer (``easy_vqa_options``: 3 shapes / 4 colours), padded with
-    never-correct distractors to exactly ``k`` options and reshuffled when ``k`` is given (each
-    letter is the answer equally often)."""
-    opts = easy_vqa_options(answer, kind, key, n_colors=min(k or 4, len(EASY_VQA_COLORS)))
-    if k is None or len(opts) == k:
-        return opts
-    words = list(opts.values())
-    if len(words) > k:
-        words = [answer] + [w for w in words if w != answer][:k - 1]
+    """Options for an easy-vqa answer as a benchmark asks it: the three shapes, or the answer and
+    three other colours drawn by ``key``; padded with never-correct distractors to exactly ``k``
+    options when ``k`` is given; always shuffled by ``key``, so each letter is the gold about
+    equally often and a constant letter scores chance."""
+    rng = random.Random(f"evals-smoke-options/{key}/{k}")
+    if kind == "shape":
+        words = list(EASY_VQA_SHAPES)
     else:
+        n_colors = min(k or 4, len(EASY_VQA_COLORS))
+        words = [answer] + rng.sample([c for c in EASY_VQA_COLORS if c != answer], n_colors - 1)
+    if k is not None and len(words) > k:
+        words = [answer] + [w for w in words if w != answer][:k - 1]
+    elif k is not None:
         words += list(EXTRA_OPTIONS[kind][:k - len(words)])
-    random.Random(f"evals-smoke-options/{key}/{k}").shuffle(words)
+    rng.shuffle(words)
     return {LETTERS[i]: w for i, w in enumerate(words)}
 
 

@@ -1,11 +1,15 @@
-"""Tiny randomly initialised Qwen models for the smoke profile (offline, CPU).
+"""Tiny Qwen models for the smoke profile (offline, CPU).
 
 Same architecture classes as the real checkpoints (``Qwen2_5_VLForConditionalGeneration``,
 ``Qwen3ForCausalLM``, ``Qwen3VLForConditionalGeneration``) with small configs: hidden 128,
 2 layers, 2 heads / 1 KV head (head_dim 64, which vLLM's CPU backend accepts), a two-block vision
-tower, and the shared offline tokenizer of ``harness.tokenizer`` (so any tiny model can score any
-other's tokens). Each is written with ``save_pretrained`` (weights, tokenizer, image processor) and
-loaded back through ``harness.models.load_model`` exactly like a hub checkpoint.
+tower, and the real Qwen vocabulary (``harness.tokenizer.build_qwen_tokenizer``: 151,936 ids, so
+prompts tokenize as on the hub models and full-vocabulary losses run at the real width; any tiny
+model can score any other's tokens). The smoke kinds get a format-only warm start
+(``harness.warm_start``) after the random initialisation. Each is written with
+``save_pretrained`` (weights, tokenizer, image processor) and loaded back through
+``harness.models.load_model`` exactly like a hub checkpoint. ``build_tiny_model(vocab="smoke")``
+still builds on the small offline BPE (fast; for controlled experiments such as bench/vold_toy.py).
 """
 from __future__ import annotations
 
@@ -24,20 +28,20 @@ from harness.durable import fsync_tree
 TinyKind = Literal["qwen2_5_vl", "qwen3", "qwen3_vl"]
 TINY_KINDS: tuple[str, ...] = ("qwen2_5_vl", "qwen3", "qwen3_vl")
 SMOKE_KINDS: dict[str, tuple[str, dict]] = {
-    **{k: (k, {}) for k in TINY_KINDS},
-    # A tiny Qwen3 whose lm_head is initialised 7.5x wider than the others: sharper next-token
-    # distributions (per-token reverse KL from the tiny student ~1.5 nats instead of ~0.02), so
-    # smoke distillation has a real distance to close.
-    "qwen3_teacher": ("qwen3", {"head_std": 0.15}),
-    # The same architectures on the real Qwen vocabulary (harness.tokenizer.build_qwen_tokenizer):
-    # 151,936-wide embeddings tied to the lm_head (as the Qwen2.5-VL-3B and Qwen3-VL-2B/4B
-    # checkpoints), special tokens at their real ids. Opt-in: the default smoke kinds stay on the
-    # small offline BPE until the smoke profile moves (docs/smoke_profile.md).
-    **{f"{k}_qwenvocab": (k, {"vocab": "qwen"}) for k in TINY_KINDS},
+    # Every smoke model is on the real Qwen vocabulary (harness.tokenizer.build_qwen_tokenizer):
+    # 151,936-wide embeddings tied to the lm_head (as Qwen2.5-VL-3B and Qwen3-VL-2B / 4B), special
+    # tokens at their real ids, the real chat template; then a format-only warm start
+    # (harness.warm_start: random answers, so the model writes well-formed answers at chance).
+    **{k: (k, {"vocab": "qwen", "warm": True}) for k in TINY_KINDS},
+    # A second tiny Qwen3 (another seed, lm_head / embedding drawn 7.5x wider before the warm start):
+    # sharper next-token distributions than the student's, so smoke distillation has a distance to close.
+    "qwen3_teacher": ("qwen3", {"vocab": "qwen", "warm": True, "head_std": 0.15}),
+    # The same without the warm start: random weights, for tests that need a model with no prior.
+    **{f"{k}_raw": (k, {"vocab": "qwen"}) for k in TINY_KINDS},
 }
 """Cached smoke model names (``smoke:<name>``) -> (tiny architecture kind, build options)."""
-SMOKE_VERSION = "v2"  # bump when the builders or the cache layout change so stale caches are not reused
-# (v2: entries carry COMPLETE_MARKER; v1 entries, which may lack config/weights, are never used)
+SMOKE_VERSION = "v3"  # bump when the builders or the cache layout change so stale caches are not reused
+# (v2: entries carry COMPLETE_MARKER; v3: real vocabulary and the warm start)
 COMPLETE_MARKER = ".complete.json"  # written last into a cache entry: lists its files and sizes
 
 # Image sizes kept small so smoke rollouts are fast: 2x2..4x4 merged tokens per image.
@@ -169,6 +173,21 @@ def build_tiny_model(kind: str, out_dir: str | Path, *, seed: int = 0, head_std:
     return out
 
 
+def warm_start_saved(path: Path, seed: int) -> list[float]:
+    """Load the model saved at ``path``, run the format-only warm start (``harness.warm_start``)
+    and save the weights back in place. Returns the per-step warm-start loss."""
+    from harness.models import load_model
+    from harness.warm_start import WarmStart, warm_start
+
+    bundle = load_model(path)
+    losses = warm_start(bundle, WarmStart(seed=seed))
+    bundle.model.should_save_on_this_rank = lambda is_main_process: is_main_process
+    bundle.model.save_pretrained(path)
+    (Path(path) / "warm_start.json").write_text(json.dumps({"loss_first": losses[0], "loss_last": losses[-1],
+                                                             "steps": len(losses)}))
+    return losses
+
+
 def smoke_cache_root() -> Path:
     """``$VLMREPRO_CACHE`` or ``~/.cache/vlmrepro/smoke``."""
     env = os.environ.get("VLMREPRO_CACHE")
@@ -260,7 +279,12 @@ def smoke_model_path(kind: str) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-{SMOKE_VERSION}-", dir=root))
         try:
             arch, options = SMOKE_KINDS[kind]
-            build_tiny_model(arch, tmp, seed=list(SMOKE_KINDS).index(kind), **options)
+            options = dict(options)
+            warm = options.pop("warm", False)
+            seed = list(SMOKE_KINDS).index(kind)
+            build_tiny_model(arch, tmp, seed=seed, **options)
+            if warm:
+                warm_start_saved(tmp, seed)
             _write_marker(tmp, kind)
             os.chmod(tmp, 0o755)  # mkdtemp makes it private
             if final.exists() and not smoke_entry_complete(final, kind):

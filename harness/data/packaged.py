@@ -101,18 +101,12 @@ def easy_vqa_items(n: int, split: str = "train", seed: int = 0,
     return out
 
 
-def easy_vqa_options(answer: str, kind: str, key: str = "", n_colors: int = len(EASY_VQA_COLORS)) -> dict[str, str]:
-    """Multiple-choice options for an easy-vqa item, in a fixed order: the three shapes (A circle,
-    B rectangle, C triangle) or the colours (A red ... H yellow; ``n_colors`` < 8 keeps the answer
-    and the first other colours, still in that order). A fixed order makes the letter a function
-    of the image alone (a classification a tiny model can learn), not a pointer into shuffled
-    option text; a constant letter scores the majority class's share. ``key`` is accepted for
-    callers that vary items by id and does not change the options."""
-    if kind == "shape":
-        words = list(EASY_VQA_SHAPES)
-    else:
-        others = [c for c in EASY_VQA_COLORS if c != answer][:max(n_colors - 1, 0)]
-        words = [c for c in EASY_VQA_COLORS if c == answer or c in others]
+def easy_vqa_options(kind: str) -> dict[str, str]:
+    """Multiple-choice options for an easy-vqa training question, in a fixed order: the three shapes
+    (A circle, B rectangle, C triangle) or the eight colours (A red ... H yellow). A fixed order
+    makes the letter a function of the image alone (a classification a tiny model can learn), not
+    a pointer into shuffled option text; a constant letter scores the majority class's share."""
+    words = EASY_VQA_SHAPES if kind == "shape" else EASY_VQA_COLORS
     return {chr(ord("A") + i): w for i, w in enumerate(words)}
 
 
@@ -139,7 +133,7 @@ def easy_vqa(n: int, split: str = "train", seed: int = 0, kinds: tuple[str, ...]
         a, kind, image_id = item["answer"], item["kind"], item["image_id"]
         sid = f"easy-vqa-{split}-{image_id}-{kind}"
         choice = form == "choice" or (form == "mixed" and hashlib.sha256(sid.encode()).digest()[0] % 2 == 1)
-        choices = easy_vqa_options(a, kind, sid) if choice else None
+        choices = easy_vqa_options(kind) if choice else None
         gold = option_letter(choices, a) if choices else a
         out.append(Sample(id=sid, prompt=format_prompt(item["question"], instruction, choices),
                           answer=gold, images=[item["image"]], response=f"\\boxed{{{gold}}}", choices=choices,
