@@ -284,7 +284,7 @@ class _Planner:
                 m = PlannedModel(id=f"hub-{_slug(hub)}", source={"hub": hub}, status=needs_status(hub), label=hub)
             else:
                 m = PlannedModel(id=f"smoke-{ckpt.smoke}", source={"smoke": ckpt.smoke},
-                                 label=f"tiny random {ckpt.smoke} (smoke stand-in for {hub})")
+                                 label=f"tiny {ckpt.smoke} (smoke stand-in for {hub})")
         else:
             planned = [self._stage(self.recipe.stage(s)) for s in row_model.stages]
             last = planned[-1]
@@ -363,7 +363,7 @@ def format_plan(plan: Plan, table_id: str, rows: Optional[list[str]] = None) -> 
     from tabulate import tabulate
 
     lines = [f"Plan: {plan.paper} {table_id}, profile {plan.profile}"
-             + ("  [SMOKE: tiny random models, generated fixture data, CPU]" if plan.profile == "smoke" else "")]
+             + ("  [SMOKE: tiny models, small real and generated data, CPU]" if plan.profile == "smoke" else "")]
     stages = plan.stages_for(table_id, rows)
     lines.append(f"\nTraining runs ({len(stages)}; each trained once, shared by every row that needs it):")
     if not stages:

@@ -222,6 +222,10 @@ class TableRecipe:
         raise UnknownNameError(f"{self.id}: no column {key!r}")
 
 
+SMOKE_ITEMS = 48
+"""Default smoke items per benchmark: a 95% interval of about +-14 points at 50% accuracy."""
+
+
 @dataclass
 class EvalSettings:
     limit: Optional[int] = None
@@ -232,6 +236,9 @@ class EvalSettings:
     max_new_tokens: Optional[int] = None
     """Generation cap per response; None: evals' default. Smoke keeps it small: a tiny random model
     rarely stops by itself, so every response would run to the cap."""
+    smoke_n: int = SMOKE_ITEMS
+    """Items per benchmark when ``source`` is ``smoke`` (each benchmark's ``smoke_rows``: held-out
+    easy-vqa / champ items in its schema), enough that an accuracy interval has width."""
 
 
 @dataclass
@@ -314,7 +321,7 @@ class Recipe:
     def eval_settings(self, profile: str) -> EvalSettings:
         if profile in self.evaluation:
             return self.evaluation[profile]
-        return EvalSettings(limit=4, source="smoke", max_new_tokens=32) if profile == "smoke" else EvalSettings()
+        return EvalSettings(source="smoke", max_new_tokens=16) if profile == "smoke" else EvalSettings()
 
     def methods(self) -> set[str]:
         return {s.method for s in self.stages}

@@ -22,9 +22,11 @@ from reproduce.diff import (ABOVE, AGREES, BELOW, DEFAULT_TOLERANCE, MISSING, NO
 from reproduce.plan import RUNNABLE, Plan, benchmark_available
 from reproduce.runner import RunState, stage_metrics
 
-SMOKE_BANNER = ("SMOKE PROFILE: tiny random models of the papers' architectures, trained and evaluated "
-                "offline on generated fixture data (a few samples a benchmark). These numbers test the "
-                "pipeline end to end; they say nothing about the paper's results.")
+SMOKE_BANNER = ("SMOKE PROFILE: tiny models of the papers' architectures on the real Qwen vocabulary "
+                "(random, then a format-only warm start), trained and evaluated offline on small real data "
+                "(easy-vqa, champ) and generated tasks, a few dozen held-out items a benchmark. These numbers "
+                "test the pipeline end to end and whether a smoke recipe learns anything at all; they say "
+                "nothing about the paper's results.")
 MARK = {AGREES: "=", ABOVE: "▲", BELOW: "▼", NOT_RUN: "·", MISSING: "?"}
 CURVE_KEYS = ("reward_mean",)
 """Learning-curve metrics always plotted when logged; any ``val*`` metric is plotted too."""
@@ -125,6 +127,7 @@ def build_report(out: Path, table_id: str, *, tolerance: float = DEFAULT_TOLERAN
                     **state.stages.get(s.dir, {}), "compute": s.compute, "source": s.source}
                    for s in stage_dirs],
         "curves": stage_metrics(plan, out, [s.dir for s in stage_dirs]),
+        "constant_baseline": constant_baselines(plan, table_id),
         "provenance": _provenance(plan, out, table_id, [s.dir for s in stage_dirs], published_dir),
     }
 
@@ -170,7 +173,30 @@ def _cell_text(c: dict[str, Any]) -> str:
     if c["measured"] is None:
         return f"· / {_fmt(c['published'])}"
     ci = f" [{_fmt(c['ci95'][0], 1)}, {_fmt(c['ci95'][1], 1)}]" if c["ci95"] else ""
-    return f"{_fmt(c['measured'])}{ci} / {_fmt(c['published'])} {MARK[c['status']]}"
+    n = f" n={c['n']}" if c.get("n") is not None else ""
+    return f"{_fmt(c['measured'])}{ci}{n} / {_fmt(c['published'])} {MARK[c['status']]}"
+
+
+def constant_baselines(plan: Plan, table_id: str) -> dict[str, dict[str, Any]]:
+    """Column -> the constant-answer baseline (``evals.baseline.constant_answer_baseline``) on the
+    items the table's smoke evaluation used: what one fixed answer to every item scores, the bar a
+    trained row must clear to have learned more than the output format. Smoke profile only (the
+    items are cheap to regenerate there)."""
+    from evals.baseline import constant_answer_baseline
+    from evals.benchmarks import get_benchmark
+
+    settings = plan.eval_settings
+    if plan.profile != "smoke" or settings.get("source") != "smoke":
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for c in plan.tables[table_id].columns:
+        if c.derived or not benchmark_available(c.benchmark):
+            continue
+        bench = get_benchmark(c.benchmark)
+        samples = bench.load("smoke", settings.get("limit"), smoke_n=settings.get("smoke_n", 2))
+        res = constant_answer_baseline(bench, samples, metric=c.metric, max_constants=12)
+        out[c.column] = {k: res[k] for k in ("constant", "value", "n", "metric")}
+    return out
 
 
 def _row_name(r: dict[str, Any]) -> str:
@@ -222,6 +248,14 @@ def to_markdown(rep: dict[str, Any]) -> str:
               "Each cell: measured [95% bootstrap CI] / published, then the status: "
               "`=` agrees, `▲` above, `▼` below, `·` not run, `?` missing in paper.", ""]
     parts += [tabulate(_grid(rep)[1], headers=_grid(rep)[0], tablefmt="github"), ""]
+    if rep.get("constant_baseline"):
+        base = rep["constant_baseline"]
+        parts += ["Constant-answer baseline (the best single answer given to every item, scored by the "
+                  "benchmark's own rules: a row that does not beat it has learned at most the format):", "",
+                  tabulate([["constant answer"] + [
+                      f"{_fmt(base[c['key']]['value'])} n={base[c['key']]['n']} (`{base[c['key']]['constant']}`)"
+                      if c["key"] in base else "—" for c in rep["columns"]]],
+                      headers=["row"] + [c["label"] for c in rep["columns"]], tablefmt="github"), ""]
     parts += ["## Rows", "", tabulate(_rows_table(rep)[1], headers=_rows_table(rep)[0], tablefmt="github"), ""]
     if rep["stages"]:
         h, b = _stages_table(rep)
