@@ -30,9 +30,19 @@ ARMS = {
 }
 
 
-VOCABS = {"smoke": {}, "qwen": {"model": "smoke:qwen2_5_vl_qwenvocab", "teacher": "smoke:qwen3_qwenvocab"}}
-"""``--vocab``: the small offline BPE of the default smoke models, or the real Qwen vocabulary
-(151,936-wide tiny models, harness.tiny's ``*_qwenvocab`` kinds)."""
+VOCABS = ("qwen", "smoke")
+"""``--vocab``: the real Qwen vocabulary of the smoke models (151,936-wide tiny models), or the small
+offline BPE (~1.5k ids; tiny models built by ``harness.tiny.build_tiny_model(vocab="smoke")``)."""
+
+
+def vocab_models(vocab: str, root: Path) -> dict[str, str]:
+    """Student / teacher overrides for ``--vocab``."""
+    if vocab == "qwen":
+        return {"model": "smoke:qwen2_5_vl", "teacher": "smoke:qwen3"}
+    from harness.tiny import build_tiny_model
+
+    return {"model": str(build_tiny_model("qwen2_5_vl", root / "bpe_student", vocab="smoke")),
+            "teacher": str(build_tiny_model("qwen3", root / "bpe_teacher", seed=1, vocab="smoke"))}
 
 
 def run_arm(overrides: dict, steps: int, root: Path) -> tuple[float, float]:
@@ -58,16 +68,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every arm")
     ap.add_argument("--out", default=None, help="write a Markdown table here")
     ap.add_argument("--label", default="", help="what code was measured (e.g. a revision)")
-    ap.add_argument("--vocab", choices=sorted(VOCABS), default="smoke", help="tiny models' vocabulary")
+    ap.add_argument("--vocab", choices=VOCABS, default="qwen", help="tiny models' vocabulary")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="step_ratio-"))
     times: dict[str, list[tuple[float, float]]] = {a: [] for a in ARMS}
+    models = vocab_models(args.vocab, root)
     for _ in range(args.repeats):
         for arm, ov in ARMS.items():
-            times[arm].append(run_arm({**VOCABS[args.vocab], **ov}, args.steps, root))
+            times[arm].append(run_arm({**models, **ov}, args.steps, root))
     shutil.rmtree(root, ignore_errors=True)
     med = {a: (statistics.median(s for s, _ in v), statistics.median(u for _, u in v)) for a, v in times.items()}
     base_step, base_update = med["grpo (vold beta=0)"]

@@ -40,6 +40,11 @@ SMOKE_KINDS: dict[str, tuple[str, dict]] = {
     **{f"{k}_raw": (k, {"vocab": "qwen"}) for k in TINY_KINDS},
 }
 """Cached smoke model names (``smoke:<name>``) -> (tiny architecture kind, build options)."""
+SMOKE_VOCAB_ENV = "VLMREPRO_SMOKE_VOCAB"
+"""``qwen`` (default): the smoke kinds as above. ``bpe``: the same kinds on the small offline BPE,
+random (no warm start), in their own cache entries: the default test suite sets it
+(tests/conftest.py), since what it tests (losses, resume, checkpoints, plumbing) does not depend on
+the vocabulary and runs ~10x faster at ~1.5k ids; the slow suite and every user run use ``qwen``."""
 SMOKE_VERSION = "v3"  # bump when the builders or the cache layout change so stale caches are not reused
 # (v2: entries carry COMPLETE_MARKER; v3: real vocabulary and the warm start)
 COMPLETE_MARKER = ".complete.json"  # written last into a cache entry: lists its files and sizes
@@ -188,6 +193,14 @@ def warm_start_saved(path: Path, seed: int) -> list[float]:
     return losses
 
 
+def smoke_vocab() -> str:
+    """The smoke kinds' vocabulary: ``$VLMREPRO_SMOKE_VOCAB`` (see :data:`SMOKE_VOCAB_ENV`), default ``qwen``."""
+    value = os.environ.get(SMOKE_VOCAB_ENV, "qwen")
+    if value not in ("qwen", "bpe"):
+        raise ValueError(f"${SMOKE_VOCAB_ENV} must be 'qwen' or 'bpe', got {value!r}")
+    return value
+
+
 def smoke_cache_root() -> Path:
     """``$VLMREPRO_CACHE`` or ``~/.cache/vlmrepro/smoke``."""
     env = os.environ.get("VLMREPRO_CACHE")
@@ -269,7 +282,8 @@ def smoke_model_path(kind: str) -> Path:
     if kind not in SMOKE_KINDS:
         raise ValueError(f"unknown smoke model kind {kind!r}; known: {', '.join(SMOKE_KINDS)}")
     root = smoke_cache_root()
-    final = root / f"{kind}-{SMOKE_VERSION}"
+    bpe = smoke_vocab() == "bpe"
+    final = root / (f"{kind}-bpe-{SMOKE_VERSION}" if bpe else f"{kind}-{SMOKE_VERSION}")
     if smoke_entry_complete(final, kind):
         return final
     root.mkdir(parents=True, exist_ok=True)
@@ -281,6 +295,8 @@ def smoke_model_path(kind: str) -> Path:
             arch, options = SMOKE_KINDS[kind]
             options = dict(options)
             warm = options.pop("warm", False)
+            if bpe:
+                options["vocab"], warm = "smoke", False
             seed = list(SMOKE_KINDS).index(kind)
             build_tiny_model(arch, tmp, seed=seed, **options)
             if warm:
