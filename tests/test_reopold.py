@@ -170,3 +170,17 @@ def test_reopold_lowers_the_reverse_kl_to_a_nearby_teacher(tmp_path):
     final = train(cfg, tmp_path / "run")
     before, after = _fixed_rkl([student, final], teacher)
     assert after < before - 0.01, (before, after)
+
+
+def test_reopold_trains_on_multi_turn_tool_rollouts(tmp_path):
+    """Table 6's setting on the seam: multi-turn tool rollouts (observation tokens outside the
+    loss mask), refinement from the first step so the entropy path runs on them too."""
+    from methods.reopold.trainer import train
+
+    cfg = _cfg(model="smoke:qwen2_5_vl", data="smoke-learnable", steps=1, t_switch=0, prompts_per_step=2,
+               num_generations=2, max_new_tokens=6, save_every=1, mini_batches_per_step=1,
+               tools=["calculate", "crop_image"], max_tool_rounds=1, entropy_top=0.4)
+    assert train(cfg, tmp_path / "run") is not None
+    (rec,) = _records(tmp_path / "run")
+    assert rec["phase_refine"] == 1.0 and "entropy_threshold" in rec
+    assert 0.4 <= rec["selected_frac_step"] <= 1.0

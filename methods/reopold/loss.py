@@ -166,9 +166,9 @@ def reopold_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, select: T
       (``J_RKL`` of Eq. 3; with ``reward_clip``, ``max(R, c_lambda)``, whose gradient vanishes
       where the floor is active); no PPO clip, as the paper's RKL baseline.
 
-    Returns ``(loss, stats)``; stats (detached, over this call's response tokens where noted):
-    ``selected_frac``, ``clipped_frac`` (selected tokens with ``R < c_lambda``), ``reward``
-    (mean ``R`` over selected tokens) and, with the PPO clip, ``policy_loss``'s ``pg_*`` stats."""
+    Returns ``(loss, stats)``; stats are detached, over this call's selected tokens:
+    ``clipped_frac`` (share with ``R < c_lambda``), ``reward`` (mean ``R``) and, with the PPO
+    clip, ``policy_loss``'s ``pg_*`` stats."""
     floor = clip_floor(lam) if reward_clip else -math.inf
     sel = select.to(logp.dtype)
     selected = sel != 0
@@ -192,8 +192,7 @@ def reopold_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, select: T
     with torch.no_grad():
         n = selected.sum().clamp_min(1).to(logp.dtype)
         r = reward.detach()
-        stats.update(selected_frac=selected.sum().to(logp.dtype) / selected.numel(),
-                     clipped_frac=((r < floor) & selected).sum() / n,
+        stats.update(clipped_frac=((r < floor) & selected).sum() / n,
                      reward=torch.where(selected, r, torch.zeros_like(r)).sum() / n)
     return loss, stats
 
