@@ -184,3 +184,26 @@ def test_reopold_trains_on_multi_turn_tool_rollouts(tmp_path):
     (rec,) = _records(tmp_path / "run")
     assert rec["phase_refine"] == 1.0 and "entropy_threshold" in rec
     assert 0.4 <= rec["selected_frac_step"] <= 1.0
+
+
+def test_current_policy_selection_equals_the_sampler_s_with_one_update_per_step(tmp_path):
+    """``select_policy=current`` chooses the tokens from the update's own forward; with one
+    update per step the current policy is the sampler, so both readings train identically (up to
+    float noise), in exploration and in refinement. It needs one micro-batch per mini-batch."""
+    import safetensors.torch
+
+    from methods.reopold.trainer import train
+
+    kw = dict(steps=2, t_switch=1, save_every=2, prompts_per_step=4, num_generations=4, max_new_tokens=6,
+              mini_batches_per_step=1, micro_batch_size=16)
+    runs = {}
+    for policy in ("old", "current"):
+        final = train(_cfg(select_policy=policy, **kw), tmp_path / policy)
+        runs[policy] = (_records(tmp_path / policy), safetensors.torch.load_file(str(final / "model.safetensors")))
+    (ro, wo), (rc, wc) = runs["old"], runs["current"]
+    for a, b in zip(ro, rc):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
+        assert a["clipped_frac"] == pytest.approx(b["clipped_frac"], abs=1e-6)
+    assert all(torch.allclose(wo[k], wc[k], atol=1e-5) for k in wo)
+    with pytest.raises((ConfigError, ValueError), match="one micro-batch per mini-batch"):
+        _cfg(select_policy="current", **{**kw, "micro_batch_size": 4})

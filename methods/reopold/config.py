@@ -60,10 +60,12 @@ class REOPOLDConfig(OnlineConfig):
     reward_logp: Literal["current", "old"] = "current"
     """Student log-prob inside ``R`` of the loss: the current policy (the paper writes R(theta)) or
     the sampler's [A] (REOPOLD R5)."""
-    select_policy: Literal["old"] = "old"
-    """Policy whose R (exploration) and entropies (refinement) choose the tokens: the sampler's,
-    once per rollout batch, so the normaliser ``sum M`` of each mini-batch is known before its
-    update [A] (REOPOLD R4/R5; the current-policy reading is not implemented)."""
+    select_policy: Literal["old", "current"] = "old"
+    """Policy whose R (exploration) and entropies (refinement) choose the tokens [A] (REOPOLD
+    R4/R5): ``old``, the sampler's, once per rollout batch, the entropy threshold over the whole
+    rollout batch; ``current``, the update's own forward (``ViewOutput.entropy()``), the threshold
+    over the optimizer mini-batch, which must then be one micro-batch per rank (the normaliser
+    ``sum M`` needs every selected token before the loss is divided)."""
     entropy_chunk_size: Optional[int] = None
     """Tokens per chunk of the full-vocabulary entropy (None: ~32 MiB of fp32 logits)."""
     log_full_rkl: bool = False
@@ -87,6 +89,10 @@ class REOPOLDConfig(OnlineConfig):
             raise ValueError(f"explore_mask must be one of {EXPLORE_MASKS}, got {self.explore_mask!r}")
         if not self.stop_grad and self.reward_logp != "current":
             raise ValueError("stop_grad=false puts the gradient through R: reward_logp must be 'current'")
+        rows = self.prompts_per_step * self.num_generations
+        if self.select_policy == "current" and self.micro_batch_size * self.mini_batches_per_step < rows:
+            raise ValueError(f"select_policy=current needs one micro-batch per mini-batch: micro_batch_size >= "
+                             f"{-(-rows // self.mini_batches_per_step)} (rows per mini-batch)")
         if not (0.0 <= self.clip_low < 1.0) or self.clip_high < 0.0:
             raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {self.clip_low}, {self.clip_high}")
 

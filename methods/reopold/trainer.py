@@ -39,6 +39,10 @@ class REOPOLD(OPD):
     def prepare(self, traj: Trajectories, ctx: Context, step: int) -> dict[str, float]:
         metrics = super().prepare(traj, ctx, step)  # teacher_logp, rkl_k1 (and rkl_full)
         cfg = self.cfg
+        self.strategy = ctx.strategy
+        metrics["phase_refine"] = 0.0 if rl.in_exploration(step, cfg.t_switch, cfg.multistage) else 1.0
+        if cfg.select_policy == "current":
+            return metrics  # chosen in ``loss`` from the update's forward
         mask = traj.response_mask
         reward_old = rl.token_reward(traj.extras["teacher_logp"], traj.old_logp, mask)
         entropy, tau = None, None
@@ -54,7 +58,6 @@ class REOPOLD(OPD):
         traj.extras["select"] = select
         traj.extras["selected_norm"] = self._minibatch_counts(select, ctx)
         tokens, chosen = reduce_floats(ctx.strategy, [float(mask.sum()), float(select.sum())], "sum")
-        metrics["phase_refine"] = 0.0 if rl.in_exploration(step, cfg.t_switch, cfg.multistage) else 1.0
         metrics["selected_frac_step"] = chosen / max(tokens, 1.0)
         return metrics
 
@@ -66,9 +69,10 @@ class REOPOLD(OPD):
             pieces.append(out.entropy(self.cfg.entropy_chunk_size).float().detach())
         return torch.cat(pieces, 0).to(traj.old_logp.device)
 
-    def _threshold(self, entropy: torch.Tensor, mask: torch.Tensor, ctx: Context) -> torch.Tensor | float:
-        """``tau_beta`` over every valid token of the rollout batch, all ranks."""
-        strategy = ctx.strategy
+    def _threshold(self, entropy: torch.Tensor, mask: torch.Tensor, ctx: Context | None = None
+                   ) -> torch.Tensor | float:
+        """``tau_beta`` over every valid token of ``entropy`` on all ranks."""
+        strategy = ctx.strategy if ctx is not None else self.strategy
         if strategy.world_size == 1:
             return rl.entropy_threshold(entropy, mask, self.cfg.entropy_top)
         values = entropy[mask != 0].double()
@@ -92,13 +96,34 @@ class REOPOLD(OPD):
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         out = fwd[cfg.view]
+        if cfg.select_policy == "current":
+            select, n_selected = self._current_selection(out, mb, step)
+        else:
+            select, n_selected = mb.extras["select"], float(mb.extras["selected_norm"][0])
         loss, stats = rl.reopold_loss(
-            out.logp, mb.old_logp, mb.extras["teacher_logp"], mb.extras["select"], lam=cfg.clip_coef,
+            out.logp, mb.old_logp, mb.extras["teacher_logp"], select, lam=cfg.clip_coef,
             stop_grad=cfg.stop_grad, reward_clip=cfg.reward_clip, ppo_clip=cfg.ppo_clip, clip_low=cfg.clip_low,
             clip_high=cfg.clip_high, reward_logp=None if cfg.reward_logp == "current" else mb.old_logp,
-            global_selected=float(mb.extras["selected_norm"][0]))
+            global_selected=n_selected)
         stats["token_reward"] = masked_mean(mb.extras["teacher_logp"] - out.logp, mb.response_mask)
         return loss, stats
+
+    def _current_selection(self, out: Any, mb: Trajectories, step: int) -> tuple[torch.Tensor, float]:
+        """``M`` from the update's own forward (``select_policy=current``): ``R`` of the current
+        policy, entropies from ``ViewOutput.entropy()``, the threshold over this mini-batch (one
+        micro-batch per rank, checked by the config) on all ranks; and ``sum M`` on all ranks."""
+        cfg, mask = self.cfg, mb.response_mask
+        reward = rl.token_reward(mb.extras["teacher_logp"], out.logp.detach(), mask)
+        entropy = tau = None
+        if self.uses_entropy(step):
+            entropy = out.entropy(cfg.entropy_chunk_size).detach()
+            tau = self._threshold(entropy, mask)
+        select = rl.selection_mask(step, reward=reward, entropy=entropy, mask=mask, lam=cfg.clip_coef,
+                                   beta=cfg.entropy_top, t_switch=cfg.t_switch, multistage=cfg.multistage,
+                                   entropy_sampling=cfg.entropy_sampling, explore_rule=cfg.explore_mask,
+                                   threshold=tau).to(out.logp.device)
+        (n_selected,) = reduce_floats(self.strategy, [float(select.sum())], "sum")
+        return select, n_selected
 
 
 def train(cfg: REOPOLDConfig, out_dir: str | Path, *, method: REOPOLD | None = None,
