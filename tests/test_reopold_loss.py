@@ -244,7 +244,7 @@ def test_entropy_mask_keeps_ceil_beta_n_and_is_rank_based(seed, beta):
     h = torch.rand(mask.shape, generator=g, dtype=torch.float64) * 4  # distinct almost surely
     m = rl.entropy_mask(h, mask, beta)
     n = int(mask.sum())
-    assert int(m.sum()) == math.ceil(round(beta * n, 9))
+    assert int(m.sum()) == math.ceil(beta * n - 1e-6)
     assert torch.all(m[mask == 0] == 0)
     kept, dropped = h[m.bool()], h[(m == 0) & (mask != 0)]
     if dropped.numel():
@@ -391,6 +391,11 @@ def test_entropy_bounds_and_chunking(seed, chunk):
     h = losses.entropy(logits, mask)
     assert torch.all(h >= -1e-12) and torch.all(h <= math.log(11) + 1e-12)
     assert torch.allclose(losses.entropy(logits, mask, chunk_size=chunk), h, atol=1e-12)
+
+
+def test_top_count_is_ceil_beta_n():
+    assert [rl.top_count(10, b) for b in (0.7, 0.2, 0.21, 1.0, 0.01)] == [7, 2, 3, 10, 1]
+    assert rl.top_count(0, 0.2) == 0
 
 
 def test_bad_arguments_fail_clearly():

@@ -75,10 +75,11 @@ def exploration_mask(reward: Tensor, mask: Tensor, floor: float, rule: ExploreMa
 
 def top_count(n: int, beta: float) -> int:
     """How many of ``n`` tokens the top-``beta`` entropy selection keeps: ``ceil(beta * n)``
-    (a relative 1e-9 is taken off first so that e.g. ``0.7 * 10`` counts as 7, not 8)."""
+    (1e-6 is taken off first so that float noise, e.g. ``0.7 * 10 = 7.000000000000001``, does not
+    add a token)."""
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"beta (the entropy top-percentile) must be in (0, 1], got {beta}")
-    return min(n, max(0, math.ceil(beta * n * (1 - 1e-9))))
+    return min(n, max(0, math.ceil(beta * n - 1e-6)))
 
 
 def entropy_threshold(entropy: Tensor, mask: Tensor, beta: float) -> Tensor:
