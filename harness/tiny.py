@@ -25,19 +25,24 @@ import torch
 
 from harness.durable import fsync_tree
 
-TinyKind = Literal["qwen2_5_vl", "qwen3", "qwen3_vl"]
-TINY_KINDS: tuple[str, ...] = ("qwen2_5_vl", "qwen3", "qwen3_vl")
+TinyKind = Literal["qwen2_5_vl", "qwen3", "qwen3_vl", "qwen2"]
+TINY_KINDS: tuple[str, ...] = ("qwen2_5_vl", "qwen3", "qwen3_vl", "qwen2")
+TEXT_KINDS = ("qwen3", "qwen2")
+"""Text-only kinds (AutoModelForCausalLM, no image processor); qwen2 is the DeepSeek-R1-Distill-Qwen architecture."""
 SMOKE_KINDS: dict[str, tuple[str, dict]] = {
     # Every smoke model is on the real Qwen vocabulary (harness.tokenizer.build_qwen_tokenizer):
     # 151,936-wide embeddings tied to the lm_head (as Qwen2.5-VL-3B and Qwen3-VL-2B / 4B), special
     # tokens at their real ids, the real chat template; then a format-only warm start
     # (harness.warm_start: random answers, so the model writes well-formed answers at chance).
-    **{k: (k, {"vocab": "qwen", "warm": True}) for k in TINY_KINDS},
+    # A kind's seed is its index here: new kinds are appended, so the others keep their weights.
+    **{k: (k, {"vocab": "qwen", "warm": True}) for k in ("qwen2_5_vl", "qwen3", "qwen3_vl")},
     # A second tiny Qwen3 (another seed, lm_head / embedding drawn 7.5x wider before the warm start):
     # sharper next-token distributions than the student's, so smoke distillation has a distance to close.
     "qwen3_teacher": ("qwen3", {"vocab": "qwen", "warm": True, "head_std": 0.15}),
     # The same without the warm start: random weights, for tests that need a model with no prior.
-    **{f"{k}_raw": (k, {"vocab": "qwen"}) for k in TINY_KINDS},
+    **{f"{k}_raw": (k, {"vocab": "qwen"}) for k in ("qwen2_5_vl", "qwen3", "qwen3_vl")},
+    # The DeepSeek-R1-Distill-Qwen architecture (REOPOLD's text students and teachers).
+    "qwen2": ("qwen2", {"vocab": "qwen", "warm": True}),
 }
 """Cached smoke model names (``smoke:<name>``) -> (tiny architecture kind, build options)."""
 SMOKE_VOCAB_ENV = "VLMREPRO_SMOKE_VOCAB"
@@ -79,7 +84,7 @@ def tiny_config(kind: str, vocab_size: int, special_ids: dict[str, int], *, hidd
                 layers: int = 2, heads: int = 2, kv_heads: int = 1, intermediate: int = 256,
                 vision_hidden: int = 64, vision_depth: int = 2, tie: bool = False):
     """The transformers config of a tiny model of ``kind`` (``tie``: lm_head = input embedding)."""
-    from transformers import Qwen2_5_VLConfig, Qwen3Config, Qwen3VLConfig
+    from transformers import Qwen2_5_VLConfig, Qwen2Config, Qwen3Config, Qwen3VLConfig
 
     head_dim = hidden // heads
     tokens = {
@@ -94,6 +99,9 @@ def tiny_config(kind: str, vocab_size: int, special_ids: dict[str, int], *, hidd
         "vision_end_token_id": special_ids["<|vision_end|>"],
     }
     text = dict(_text_sizes(hidden, layers, heads, kv_heads, intermediate), vocab_size=vocab_size, **tokens)
+    if kind == "qwen2":
+        return Qwen2Config(**text, tie_word_embeddings=tie,
+                           rope_parameters={"rope_type": "default", "rope_theta": 10_000.0})
     if kind == "qwen3":
         return Qwen3Config(**text, head_dim=head_dim, tie_word_embeddings=tie,
                            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0})
@@ -159,7 +167,7 @@ def build_tiny_model(kind: str, out_dir: str | Path, *, seed: int = 0, head_std:
     width = REAL_VOCAB_SIZE if vocab == "qwen" else len(tokenizer)
     config = tiny_config(kind, width, special, tie=vocab == "qwen", **sizes)
     torch.manual_seed(seed)
-    auto = AutoModelForCausalLM if kind == "qwen3" else AutoModelForImageTextToText
+    auto = AutoModelForCausalLM if kind in TEXT_KINDS else AutoModelForImageTextToText
     model = auto.from_config(config, dtype=torch.float32)
     if head_std is not None:
         with torch.no_grad():
@@ -173,7 +181,7 @@ def build_tiny_model(kind: str, out_dir: str | Path, *, seed: int = 0, head_std:
     model.should_save_on_this_rank = lambda is_main_process: is_main_process
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    if kind != "qwen3":
+    if kind not in TEXT_KINDS:
         tiny_image_processor(kind).save_pretrained(out)
     return out
 
@@ -210,7 +218,7 @@ def smoke_cache_root() -> Path:
 def _entry_files(kind: str) -> tuple[str, ...]:
     """Files a cache entry of ``kind`` must hold (config, weights, tokenizer, image processor)."""
     files = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-    return files if SMOKE_KINDS.get(kind, (kind,))[0] == "qwen3" else (*files, "preprocessor_config.json")
+    return files if SMOKE_KINDS.get(kind, (kind,))[0] in TEXT_KINDS else (*files, "preprocessor_config.json")
 
 
 def _write_marker(entry: Path, kind: str) -> None:

@@ -14,7 +14,7 @@ added tokens are appended *after* conversion, so they land at their real ids (15
 exactly as on the hub models (``"Hello world!"`` -> 9707, 1879, 0). It carries Qwen3's four added
 tokens on top of Qwen2.5's twenty-two, at Qwen3's ids (ids below 151,665 mean the same in both
 real vocabularies), so one tokenizer serves a Qwen2.5-VL student and a Qwen3 teacher, as in VOLD.
-Tiny models on it (``harness.tiny``'s ``*_qwenvocab`` smoke kinds) are 151,936 wide, as the real
+Tiny models on it (every ``harness.tiny`` smoke kind) are 151,936 wide, as the real
 checkpoints.
 """
 from __future__ import annotations

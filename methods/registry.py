@@ -85,8 +85,10 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
     MethodSpec("vold", "VOLD (arXiv 2510.23497) Eqs. 5-6, stage 2", True,
                "GRPO + reward-masked k2 distillation from a text-only teacher LLM on the same rollouts.",
                _entry("methods.vold", "train_rl"), validates=True),
-    MethodSpec("reopold", "REOPOLD", False,
-               "Relaxed on-policy distillation: rewards replaced by clipped teacher log-ratios."),
+    MethodSpec("reopold", "REOPOLD (arXiv 2603.11137) Eqs. 4-10", True,
+               "Relaxed on-policy distillation: the teacher's log-ratio as a token reward, floored at "
+               "log(lambda)/(1-lambda), with exploration then entropy-guided token selection.",
+               _trainer("reopold", "REOPOLDConfig")),
     MethodSpec("vgs", "VGS (arXiv 2606.00564)", False, "Visually grounded steering of the distillation target."),
     MethodSpec("ptdpo", "PTD-PO (arXiv 2606.07000)", False, "Privileged-hint teacher distillation with policy optimisation."),
 ]}

@@ -54,7 +54,7 @@ from harness.errors import UnknownNameError
 
 PAPERS_DIR = Path(__file__).resolve().parent / "papers"
 PROFILES = ("smoke", "paper")
-SmokeKind = Literal["qwen2_5_vl", "qwen3", "qwen3_vl"]
+SmokeKind = Literal["qwen2_5_vl", "qwen3", "qwen3_vl", "qwen2"]
 _ID = re.compile(r"^[a-z0-9][a-z0-9_@.]*$")
 
 

@@ -60,7 +60,8 @@ def test_load_picks_architecture_from_config(bundles):
     assert type(bundles["qwen2_5_vl"].model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     assert type(bundles["qwen3_vl"].model).__name__ == "Qwen3VLForConditionalGeneration"
     assert type(bundles["qwen3"].model).__name__ == "Qwen3ForCausalLM"
-    assert [bundles[k].is_vlm for k in TINY_KINDS] == [True, False, True]
+    assert [bundles[k].is_vlm for k in TINY_KINDS] == [True, False, True, False]
+    assert type(bundles["qwen2"].model).__name__ == "Qwen2ForCausalLM"
     assert bundles["qwen3"].processor is None
     assert type(bundles["qwen2_5_vl"].processor).__name__ == "Qwen2VLImageProcessorPil"
     for b in bundles.values():
