@@ -232,6 +232,12 @@ class EvalSettings:
     max_new_tokens: Optional[int] = None
     """Generation cap per response; None: evals' default. Smoke keeps it small: a tiny random model
     rarely stops by itself, so every response would run to the cap."""
+    system: Optional[str] = None
+    """System prompt of every evaluation (``evals.run``'s ``system``: a key of
+    ``evals.prompts.SYSTEM_PROMPTS`` such as ``vgs``, or literal text); None: none."""
+    max_sample_k: Optional[int] = None
+    """Cap on the draws of sampled rows (e.g. smoke evaluates Acc@16 rows with k = 2); a capped
+    row's label says so. None: the recipe's k."""
 
 
 @dataclass

@@ -27,6 +27,12 @@ from methods.vgs.loss import PAPER_ETA, paper_eta
 TRAIN_ROWS = 47_000
 """Vision-SR1-47K, as the paper names it (§5.1); the exact row count is not printed [A]."""
 EtaMode = Literal["paper-2b", "paper-4b", "exact", "fixed"]
+VGS_SYSTEM = ("A conversation between user and assistant. The user asks a question, and the assistant "
+              "solves it. The assistant first thinks about the reasoning process in the mind and then "
+              "provides the user with the answer. The reasoning process should be enclosed within "
+              "<reason></reason>tags. The final answer MUST BE put in \\boxed{}.")
+"""App. B.4: the unified system prompt of the teacher's GRPO, the distillation and inference (the
+same text as ``evals run --system vgs``; tests/test_vgs_config.py holds them equal)."""
 
 
 def epoch_steps(prompts_per_step: int, epochs: int = 1) -> int:
@@ -44,6 +50,9 @@ class VGSConfig(OnlineConfig):
     recipe's ``teacher_grpo`` stage (no released checkpoint exists). Same vocabulary as the student."""
     data: str = "vision-sr1-47k"
     """§5.1: Vision-SR1-47K (image, question, verifiable answer)."""
+    system_prompt: Optional[str] = VGS_SYSTEM
+    """App. B.4: the reasoning template, set as every training prompt's system turn (a row that has
+    its own keeps it). None: no system prompt."""
     text_view: str = "text_only"
     """G5 [A]: the unimodal context x: the image and its placeholder removed, system prompt,
     question and response ids kept (harness.scoring's ``text_only`` view, positions recomputed)."""
@@ -179,6 +188,8 @@ class TeacherGRPOConfig(GRPOConfig):
     """§5.1 / App. B.1: the teacher starts from Qwen3-VL-8B-Instruct."""
     data: str = "vision-sr1-47k"
     """App. B.1: Vision-SR1-47K."""
+    system_prompt: Optional[str] = VGS_SYSTEM
+    """App. B.4: the same reasoning template as the distillation (unified across stages)."""
     lr: float = 1e-6
     """Table 3: AdamW, learning rate 1e-6."""
     weight_decay: float = 0.01

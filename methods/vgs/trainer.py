@@ -20,6 +20,7 @@ distillation (full-vocabulary reverse KL, Eqs. 3-4): the text-only views are the
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -183,8 +184,15 @@ class VGS(OnlineMethod):
         return V.steered_update(g_std, g_steer, g_reg, step_eta, grads.get("pg")), stats
 
 
+def with_system(rows: list, system: Optional[str]) -> list:
+    """Rows with ``system`` as their system turn (App. B.4) where they have none."""
+    if not system:
+        return rows
+    return [r if r.system else dataclasses.replace(r, system=system) for r in rows]
+
+
 def load_vgs_prompts(cfg: VGSConfig) -> list:
-    rows = load_rows(cfg)
+    rows = with_system(load_rows(cfg), cfg.system_prompt)
     if cfg.reward:
         return require(rows, "answer", cfg.data, f"the reward {cfg.reward!r} needs a gold answer")
     return require(rows, "prompt", cfg.data, "on-policy distillation needs prompts")
@@ -217,9 +225,13 @@ class TeacherGRPO(GRPO):
 def train_teacher(cfg: TeacherGRPOConfig, out_dir: str | Path, *, stop_after: int | None = None,
                   **hooks: Any) -> Path | None:
     """The teacher stage (App. B.1, Table 3): GRPO of the teacher into ``out_dir``."""
-    from methods.grpo.trainer import train as grpo_train
+    from methods.grpo.data import load_prompts
 
-    return grpo_train(cfg, out_dir, method=TeacherGRPO(cfg), stop_after=stop_after, **hooks)
+    builder_kw = {k: hooks.pop(k) for k in ("make_engine",) if k in hooks}
+    step = online_step_builder(TeacherGRPO(cfg), make_reward_fn(cfg.reward), **builder_kw)
+    return run_training(cfg, out_dir, load_data=lambda: with_system(load_prompts(cfg), cfg.system_prompt),
+                        build_step=step, samples_per_step=cfg.prompts_per_step, stop_after=stop_after,
+                        desc="vgs-teacher", **hooks)
 
 
 __all__ = ["TeacherGRPO", "VGS", "VGSConfig", "load_vgs_prompts", "teacher_stage", "train", "train_teacher"]
