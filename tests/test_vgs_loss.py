@@ -16,7 +16,7 @@ from methods.opd.loss import gkd_loss
 from methods.vgs import loss as V
 from methods.vgs.chunked import qstar_logprobs, vgs_terms
 
-SETTINGS = settings(max_examples=30, deadline=None)
+SETTINGS = settings(max_examples=20, deadline=None)
 B, T, VOC, H = 3, 5, 11, 6
 
 

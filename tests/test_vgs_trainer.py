@@ -1,5 +1,5 @@
 """VGS on the seam (methods/vgs/trainer.py): the exact eta through named objectives equals one
-process on 2 processes (gloo, uneven shards) and keeps the step's norm at ||g_std||; standard OPD
+process on 2 processes (gloo, uneven shards; slow) and keeps the step's norm at ||g_std||; standard OPD
 is VGS at gamma = lambda = 0 (bit-identical weights to methods.opd's full-vocabulary reverse KL);
 a smoke run on the tiny Qwen3-VL moves the weights and lowers its objective; the paper-profile
 configs hold every value of Tables 3 and 4."""
@@ -98,6 +98,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     strategy.shutdown()
 
 
+@pytest.mark.slow  # two spawned interpreters: ~35 s on 2 cores
 def test_exact_eta_on_two_processes_equals_one_process(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     single, s_out = vgs_delta(Strategy("cpu"), micro=8)
