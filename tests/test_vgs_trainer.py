@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from harness import losses
 from harness.distributed import Strategy, TorchDDP
 from harness.update import accumulate_update, select_rows
+from methods.vgs import loss as V
 from trainer_helpers import fixed_batch, tiny_lm
 
 H = 32
@@ -43,7 +44,8 @@ def _method(**kw):
     from methods.vgs.config import VGSConfig
     from methods.vgs.trainer import VGS
 
-    cfg = VGSConfig(model="unused", data="unused", teacher="unused", eta_mode="exact", diag_every=1, **kw)
+    cfg = VGSConfig(**{"model": "unused", "data": "unused", "teacher": "unused", "eta_mode": "exact", "diag_every": 1,
+                       **kw})
     m = VGS(cfg)
     g = torch.Generator().manual_seed(7)
     m.teacher_weight = torch.randn(48, H, generator=g)
@@ -74,11 +76,15 @@ def vgs_delta(strategy: Strategy, rows=None, micro: int = 3, **kw):
     return {n: before[n] - p.detach() for n, p in model.named_parameters()}, out
 
 
-def test_exact_eta_keeps_the_standard_gradient_norm():
-    delta, out = vgs_delta(Strategy("cpu"), lambda_lp=0.0)
+@pytest.mark.parametrize("steer", ["visual", "language"])
+def test_exact_eta_keeps_the_standard_gradient_norm(steer):
+    """Eq. 15 (and Eq. 20 for language steering) through named objectives and ``combine``."""
+    delta, out = vgs_delta(Strategy("cpu"), lambda_lp=0.0, steer=steer)
     norm = math.sqrt(sum(float((d.double() ** 2).sum()) for d in delta.values()))
     assert out["eta"] != 1.0 and math.isclose(norm, out["norm_std"], rel_tol=1e-5)
-    assert math.isclose(out["eta"], out["eta_at_gamma"], rel_tol=1e-6)  # Eq. 15 = Eq. 23
+    other = ("norm_vis", "cos_std_vis") if steer == "visual" else ("norm_lang", "cos_std_lang")
+    eq23 = V.eta_from_norms(out["norm_std"], out[other[0]], out[other[1]], 2.0)
+    assert math.isclose(out["eta"], eq23, rel_tol=1e-6)  # Eq. 15 (20) = Eq. 23
     assert -1.0 <= out["cos_std_vis"] <= 1.0 and out["obj_diag_vis"] == 0.0
 
 
@@ -108,6 +114,26 @@ def test_exact_eta_on_two_processes_equals_one_process(tmp_path):
             assert torch.allclose(delta[n], single[n], atol=1e-6, rtol=1e-5), n
         for k in ("eta", "cos_std_vis", "cos_std_lang", "norm_std", "loss"):
             assert math.isclose(out[k], s_out[k], rel_tol=1e-5, abs_tol=1e-7), k
+
+
+def test_alpha_zero_is_grpo_and_alpha_is_affine():
+    """Eq. 22: alpha = 0 steps exactly as methods.grpo (same clipped surrogate, no KL); the update
+    is affine in alpha (SGD, so the weight change is minus the gradient)."""
+    from methods.grpo.trainer import GRPO, GRPOConfig
+
+    kw = dict(eta_mode="fixed", eta=1.0, diag_every=0, reward="boxed-exact")
+    d0, _ = vgs_delta(Strategy("cpu"), alpha=0.0, **kw)
+    model, batch = tiny_lm(), _batch()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    grpo = GRPO(GRPOConfig(model="unused", data="unused"))
+    accumulate_update(model, torch.optim.SGD(model.parameters(), lr=1.0), Strategy("cpu"), batch,
+                      lambda mb: {"full": _view(model, mb, False)}, lambda f, mb, norm: grpo.loss(f, mb, norm, 0), 3, None)
+    for n, p in model.named_parameters():
+        assert torch.equal(before[n] - p.detach(), d0[n]), n
+    d1, _ = vgs_delta(Strategy("cpu"), alpha=1.0, **kw)
+    dh, _ = vgs_delta(Strategy("cpu"), alpha=0.3, **kw)
+    for n in d0:
+        assert torch.allclose(dh[n], 0.7 * d0[n] + 0.3 * d1[n], atol=1e-6), n
 
 
 # ------------------------------------------------------------------ smoke runs on the tiny models

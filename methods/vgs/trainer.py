@@ -180,7 +180,8 @@ class VGS(OnlineMethod):
             s_norm, v_norm = float(V.grad_dot(g_std, g_std)) ** 0.5, float(V.grad_dot(g_vis, g_vis)) ** 0.5
             cos_sv = V.cosine(g_std, g_vis)
             stats.update(cos_std_vis=cos_sv, cos_std_lang=V.cosine(g_std, g_lang), cos_lang_vis=V.cosine(g_lang, g_vis),
-                         norm_std=s_norm, norm_vis=v_norm, eta_at_gamma=V.eta_from_norms(s_norm, v_norm, cos_sv, cfg.gamma))
+                         norm_std=s_norm, norm_vis=v_norm, norm_lang=float(V.grad_dot(g_lang, g_lang)) ** 0.5,
+                         eta_at_gamma=V.eta_from_norms(s_norm, v_norm, cos_sv, cfg.gamma))
         return V.steered_update(g_std, g_steer, g_reg, step_eta, grads.get("pg")), stats
 
 
