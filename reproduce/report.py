@@ -26,7 +26,7 @@ SMOKE_BANNER = ("SMOKE PROFILE: tiny random models of the papers' architectures,
                 "offline on generated fixture data (a few samples a benchmark). These numbers test the "
                 "pipeline end to end; they say nothing about the paper's results.")
 MARK = {AGREES: "=", ABOVE: "▲", BELOW: "▼", NOT_RUN: "·", MISSING: "?"}
-CURVE_KEYS = ("reward_mean", "cos_std_vis", "cos_lang_vis")
+CURVE_KEYS = ("reward_mean", "cos_std_vis", "cos_lang_vis", "cos_lang_vis_top30")
 """Learning-curve metrics always plotted when logged (the cosines: VGS's gradient-angle
 diagnostics, §3.2 / Fig. 3); any ``val*`` metric is plotted too."""
 

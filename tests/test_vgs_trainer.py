@@ -157,7 +157,7 @@ def test_standard_opd_is_vgs_at_gamma_and_lambda_zero(tmp_path):
     common = dict(SMOKE, model="smoke:qwen3_vl", teacher="smoke:qwen2_5_vl", data="smoke-visual", data_limit=8,
                   lr=1e-2, micro_batch_size=8, temperature=1.0, top_p=1.0)
     vcfg = load_method_config(VGSConfig, PROFILES, "smoke", None,
-                              dict(common, gamma=0.0, lambda_lp=0.0, eta_mode="fixed", eta=1.0, diag_every=0,
+                              dict(common, gamma=0.0, lambda_lp=0.0, eta_mode="fixed", eta=1.0, diag_every=0, system_prompt=None,
                                    loss_agg="token-mean"))
     assert VGS(vcfg).views == ("full",)
     ocfg = load_method_config(OPDConfig, OPD_PROFILES, "smoke", None,

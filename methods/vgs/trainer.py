@@ -11,9 +11,11 @@ both views (``views = ("full", "text_only")``, one forward each, with gradient) 
 - with a fixed eta (the paper: 0.41 / 0.36), one scalar ``eta (L_Std + gamma L_Vis + lambda L_LP)``
   (Eq. 18; mixed with GRPO by Eq. 22 when ``alpha`` is set): one backward;
 - with ``eta_mode=exact``, or on a diagnostics step, named objectives (``std``, ``steer``, ``reg``,
-  ``pg``, and the zero-valued gradient carriers ``diag_vis``, ``diag_lang``) whose full-batch,
+  ``pg``, and zero-valued gradient carriers ``diag_*``: L_Vis, L_Lang, and the three parts on the
+  top-30% VDS tokens) whose full-batch,
   rank-reduced gradients ``combine`` turns into the step: ``eta (g_std + g_steer + g_reg) + g_pg``
-  with Eq. 15's eta, and the cosines of §3.2 / Fig. 3.
+  with Eq. 15's eta, and the cosines of §3.2 / Fig. 3 (over all tokens, and ``*_top30`` over the
+  tokens above the VDS 70th percentile, Fig. 3's bins 7-9).
 
 With ``gamma = lambda = 0``, no diagnostics and no language steering this is standard on-policy
 distillation (full-vocabulary reverse KL, Eqs. 3-4): the text-only views are then not computed.
@@ -42,7 +44,6 @@ from methods.vgs.chunked import vgs_terms
 from methods.vgs.config import TeacherGRPOConfig, VGSConfig
 
 logger = logging.getLogger(__name__)
-DIAG = ("diag_vis", "diag_lang")
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -160,10 +161,12 @@ class VGS(OnlineMethod):
         if pg is not None:
             named["pg"] = (1.0 - scale) * pg
         if self._diag_step:  # value 0, gradient = that of the unweighted part (times the same factors)
-            l_vis = losses.agg_loss(t.kl_vis, mask, cfg.loss_agg, **glob)
-            l_lang = losses.agg_loss(t.kl_lang, mask, cfg.loss_agg, **glob)
-            named["diag_vis"] = scale * fixed * (l_vis - l_vis.detach())
-            named["diag_lang"] = scale * fixed * (l_lang - l_lang.detach())
+            top = mb.extras["reg_mask"]  # the top-30% VDS tokens (Fig. 3's bins 7-9)
+            parts = {"diag_vis": t.kl_vis, "diag_lang": t.kl_lang, "diag_std_top": top * t.kl_std,
+                     "diag_vis_top": top * t.kl_vis, "diag_lang_top": top * t.kl_lang}
+            for name, x in parts.items():
+                part = losses.agg_loss(x, mask, cfg.loss_agg, **glob)
+                named[name] = scale * fixed * (part - part.detach())
         return named, stats
 
     def combine(self, grads: Grads) -> tuple[list[Optional[torch.Tensor]], dict[str, float]]:
@@ -182,6 +185,9 @@ class VGS(OnlineMethod):
             stats.update(cos_std_vis=cos_sv, cos_std_lang=V.cosine(g_std, g_lang), cos_lang_vis=V.cosine(g_lang, g_vis),
                          norm_std=s_norm, norm_vis=v_norm, norm_lang=float(V.grad_dot(g_lang, g_lang)) ** 0.5,
                          eta_at_gamma=V.eta_from_norms(s_norm, v_norm, cos_sv, cfg.gamma))
+            s_top, v_top, l_top = grads["diag_std_top"], grads["diag_vis_top"], grads["diag_lang_top"]
+            stats.update(cos_std_vis_top30=V.cosine(s_top, v_top), cos_std_lang_top30=V.cosine(s_top, l_top),
+                         cos_lang_vis_top30=V.cosine(l_top, v_top))
         return V.steered_update(g_std, g_steer, g_reg, step_eta, grads.get("pg")), stats
 
 
