@@ -101,6 +101,11 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     strategy = TorchDDP("cpu")
     rows = torch.arange(0, 3) if rank == 0 else torch.arange(3, 8)  # uneven shards
     torch.save(vgs_delta(strategy, rows, micro=2), os.path.join(out_dir, f"rank{rank}.pt"))
+    from methods.vgs.trainer import gather_valid  # the VDS population of the percentiles (G4)
+
+    batch = _batch()
+    vds = torch.rand(batch.response_mask.shape, generator=torch.Generator().manual_seed(1))
+    torch.save(gather_valid(strategy, vds[rows], batch.response_mask[rows]), os.path.join(out_dir, f"gather{rank}.pt"))
     strategy.shutdown()
 
 
@@ -112,8 +117,11 @@ def test_exact_eta_on_two_processes_equals_one_process(tmp_path):
         delta, out = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
         for n in single:
             assert torch.allclose(delta[n], single[n], atol=1e-6, rtol=1e-5), n
-        for k in ("eta", "cos_std_vis", "cos_std_lang", "norm_std", "loss"):
+        for k in ("eta", "cos_std_vis", "cos_std_lang", "cos_lang_vis_top30", "norm_std", "loss"):
             assert math.isclose(out[k], s_out[k], rel_tol=1e-5, abs_tol=1e-7), k
+        mask = _batch().response_mask
+        vds = torch.rand(mask.shape, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(torch.load(tmp_path / f"gather{rank}.pt"), vds[mask != 0].double())
 
 
 def test_alpha_zero_is_grpo_and_alpha_is_affine():

@@ -36,6 +36,7 @@ from harness.reward_registry import make_reward_fn
 from harness.scoring import response_hidden_states
 from harness.trainer import Context, OnlineMethod, RewardFn, online_step_builder, run_training
 from harness.types import Trajectories
+from harness.distributed import Strategy
 from harness.update import Grads, Normalizers
 from methods.grpo.data import load_rows, require
 from methods.grpo.trainer import GRPO
@@ -57,6 +58,23 @@ def prompts_over_cap(traj: Trajectories, cap: int) -> int:
     if n:
         logger.warning("%d prompts are longer than max_prompt_length=%d tokens (not truncated)", n, cap)
     return n
+
+
+def gather_valid(strategy: Strategy, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The values at ``mask != 0`` of every rank, concatenated in rank order (an all-gather of
+    unequal lengths through the strategy's ``all_reduce``: each rank fills its own row of a
+    zero (world, max count) buffer, then one sum). One process: its own values."""
+    local = values.detach()[mask != 0].to(torch.float64)
+    if strategy.world_size == 1:
+        return local
+    dev = strategy.device if strategy.device.startswith("cuda") else "cpu"
+    counts = torch.zeros(strategy.world_size, dtype=torch.float64, device=dev)
+    counts[strategy.rank] = local.numel()
+    strategy.all_reduce(counts, "sum")
+    buf = torch.zeros(strategy.world_size, int(counts.max()), dtype=torch.float64, device=dev)
+    buf[strategy.rank, :local.numel()] = local.to(dev)
+    strategy.all_reduce(buf, "sum")
+    return torch.cat([buf[r, :int(n)] for r, n in enumerate(counts.tolist())]).cpu()
 
 
 class VGS(OnlineMethod):
@@ -115,7 +133,9 @@ class VGS(OnlineMethod):
         with torch.no_grad():  # Eq. 12: VDS_t = KL(Q_t || Qt_t), teacher only
             vds = losses.full_kl(losses.HiddenHead(hidden, weight), losses.HiddenHead(hidden_t, weight), mask,
                                  "reverse", cfg.kl_chunk_size)
-        q_low, q_high = (float(x) for x in V.vds_quantiles(vds, mask, (cfg.adaptive_low_quantile, cfg.lp_quantile)))
+        everyone = gather_valid(ctx.strategy, vds, mask)  # G4: the step's whole batch, all ranks
+        q_low, q_high = (float(x) for x in V.vds_quantiles(everyone, torch.ones_like(everyone),
+                                                           (cfg.adaptive_low_quantile, cfg.lp_quantile)))
         traj.extras["reg_mask"] = V.above(vds, mask, q_high)
         if cfg.adaptive_gamma:
             traj.extras["gamma_t"] = V.adaptive_gamma(vds, mask, cfg.gamma, q_low, q_high)
