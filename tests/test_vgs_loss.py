@@ -336,3 +336,19 @@ def test_paper_eta_only_at_gamma_two():
     for bad in ((("2b", 1.0)), ("4b", 0.0), ("8b", 2.0)):
         with pytest.raises(ValueError):
             V.paper_eta(*bad)
+
+
+def test_mixed_precision_sides_match_fp32():
+    """A bf16 hidden state with an fp32 head (autocast forward, fp32 master weights) or the
+    reverse computes like fp32, up to bf16 rounding of the hidden states."""
+    g = torch.Generator().manual_seed(0)
+    h = [torch.randn(B, T, H, generator=g) for _ in range(4)]
+    w, wt = torch.randn(VOC, H, generator=g), torch.randn(VOC, H, generator=g)
+    mask = _mask(g)
+    ref = vgs_terms(*(losses.HiddenHead(x.bfloat16().float(), ww) for x, ww in zip(h, (w, w, wt, wt))), mask)
+    hs = h[0].bfloat16().requires_grad_(True)
+    got = vgs_terms(losses.HiddenHead(hs, w.requires_grad_(True)), losses.HiddenHead(h[1].bfloat16(), w),
+                    losses.HiddenHead(h[2].bfloat16(), wt.bfloat16()), losses.HiddenHead(h[3].bfloat16(), wt.bfloat16()), mask)
+    assert torch.allclose(got.kl_std, ref.kl_std, atol=0.05)
+    got.kl_vis.sum().backward()
+    assert hs.grad.dtype == torch.bfloat16 and w.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()

@@ -68,8 +68,13 @@ def _flat(side: Side, name: str, detach: bool) -> tuple[Tensor, Optional[Tensor]
 
 
 def _logits(x: Tensor, w: Optional[Tensor], rows: Tensor, dtype: torch.dtype) -> Tensor:
+    """Logits of the given rows: x[rows], or x[rows] @ w.T in the wider of the two dtypes (an fp32
+    hidden state with a bf16 head, or the reverse, is not an error); upcast to ``dtype``."""
     xr = x.index_select(0, rows)
-    return (xr if w is None else xr @ w.t()).to(dtype)
+    if w is None:
+        return xr.to(dtype)
+    mm = torch.promote_types(xr.dtype, w.dtype)
+    return (xr.to(mm) @ w.to(mm).t()).to(dtype)
 
 
 def _kl(a: Tensor, la: Tensor, lb: Tensor) -> Tensor:
@@ -139,11 +144,12 @@ def _scatter(dz: Tensor, r: Tensor, x: Tensor, w: Optional[Tensor], gx: Optional
         if gx is not None:
             gx.index_add_(0, r, dz.to(gx.dtype))
         return
-    dzw = dz.to(w.dtype)
+    mm = torch.promote_types(x.dtype, w.dtype)
+    dzw = dz.to(mm)
     if gx is not None:
-        gx.index_add_(0, r, dzw @ w)
+        gx.index_add_(0, r, (dzw @ w.to(mm)).to(gx.dtype))
     if gw is not None:
-        gw += (dzw.t() @ x.index_select(0, r)).to(gw.dtype)
+        gw += (dzw.t() @ x.index_select(0, r).to(mm)).to(gw.dtype)
 
 
 def auto_chunk(vocab: int) -> int:
