@@ -224,6 +224,7 @@ def test_lp_mask_keeps_tokens_strictly_above_the_percentile(seed, q):
     zs, zst, zt, ztt, mask = logits4(seed)
     t = vgs_terms(zs, zst, zt, ztt, mask)
     (thr,) = V.vds_quantiles(t.vds, mask, (q,))
+    assert float(thr) == pytest.approx(float(torch.quantile(t.vds[mask != 0], q)), abs=1e-12)
     sel = V.above(t.vds, mask, float(thr))
     valid = t.vds[mask != 0]
     assert int(sel.sum()) == int((valid > thr).sum())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import Literal, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -42,12 +43,13 @@ PAPER_ETA_GAMMA = 2.0
 
 def vds_quantiles(vds: Tensor, mask: Tensor, qs: Sequence[float] = (0.4, 0.7)) -> Tensor:
     """The ``qs`` quantiles of the Visual Dependency Score over the valid tokens of ``mask``
-    (linear interpolation, ``torch.quantile``); the population is whatever batch is passed (G4:
-    the step's rollout batch). With no valid token every threshold is +inf (nothing selected)."""
-    vals = vds.detach()[mask != 0].to(torch.float64)
+    (linear interpolation, as ``torch.quantile``, through numpy: no 2^24-element limit); the
+    population is whatever batch is passed (G4: the step's rollout batch, all ranks). With no
+    valid token every threshold is +inf (nothing selected)."""
+    vals = vds.detach()[mask != 0].to(torch.float64).cpu()
     if vals.numel() == 0:
         return torch.full((len(qs),), math.inf, dtype=torch.float64)
-    return torch.quantile(vals, torch.tensor(list(qs), dtype=torch.float64, device=vals.device)).cpu()
+    return torch.from_numpy(np.quantile(vals.numpy(), list(qs)))
 
 
 def above(vds: Tensor, mask: Tensor, threshold: float) -> Tensor:
