@@ -89,7 +89,12 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
                "Relaxed on-policy distillation: the teacher's log-ratio as a token reward, floored at "
                "log(lambda)/(1-lambda), with exploration then entropy-guided token selection.",
                _trainer("reopold", "REOPOLDConfig")),
-    MethodSpec("vgs", "VGS (arXiv 2606.00564)", False, "Visually grounded steering of the distillation target."),
+    MethodSpec("vgs", "VGS (arXiv 2606.00564) Eqs. 13-25", True,
+               "Decomposed on-policy distillation with Visual Gradient Steering (standard OPD at gamma = lambda = 0; "
+               "language steering, adaptive VGS, GRPO + distillation by alpha).", _trainer("vgs", "VGSConfig")),
+    MethodSpec("vgs_teacher", "VGS (arXiv 2606.00564) App. B.1, Table 3", True,
+               "The teacher stage: GRPO of the teacher with Table 3's settings.",
+               _entry("methods.vgs.trainer", "teacher_stage")),
     MethodSpec("ptdpo", "PTD-PO (arXiv 2606.07000)", False, "Privileged-hint teacher distillation with policy optimisation."),
 ]}
 

@@ -319,6 +319,9 @@ class _Planner:
                                        status="derived", note=r.note))
                 continue
             m, label = self._model(r.model)
+            cap = self.plan.eval_settings.get("max_sample_k")
+            if cap and (r.mode == "sample" and (r.k or 1) > cap):
+                label += f" [{self.profile}: Acc@{cap} at T={r.temperature:g}, not Acc@{r.k}]"
             prow = PlannedRow(key=r.key, group=r.group, derived=False, model=m.id, status=m.status, note=r.note,
                               label=label)
             rows.append(prow)
@@ -326,6 +329,8 @@ class _Planner:
                 if col.derived:
                     continue
                 mode, k, temperature = r.decoding(col)
+                if mode == "sample" and cap:
+                    k = min(k, cap)
                 dec = eval_key(mode, k, temperature)
                 ek = f"{m.id}/{dec}"
                 prow.evals[col.key] = ek

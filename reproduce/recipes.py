@@ -239,6 +239,12 @@ class EvalSettings:
     smoke_n: int = SMOKE_ITEMS
     """Items per benchmark when ``source`` is ``smoke`` (each benchmark's ``smoke_rows``: held-out
     easy-vqa / champ items in its schema), enough that an accuracy interval has width."""
+    system: Optional[str] = None
+    """System prompt of every evaluation (``evals.run``'s ``system``: a key of
+    ``evals.prompts.SYSTEM_PROMPTS`` such as ``vgs``, or literal text); None: none."""
+    max_sample_k: Optional[int] = None
+    """Cap on the draws of sampled rows (e.g. smoke evaluates Acc@16 rows with k = 2); a capped
+    row's label says so. None: the recipe's k."""
 
 
 @dataclass

@@ -28,8 +28,9 @@ SMOKE_BANNER = ("SMOKE PROFILE: tiny models of the papers' architectures on the 
                 "test the pipeline end to end and whether a smoke recipe learns anything at all; they say "
                 "nothing about the paper's results.")
 MARK = {AGREES: "=", ABOVE: "▲", BELOW: "▼", NOT_RUN: "·", MISSING: "?"}
-CURVE_KEYS = ("reward_mean",)
-"""Learning-curve metrics always plotted when logged; any ``val*`` metric is plotted too."""
+CURVE_KEYS = ("reward_mean", "cos_std_vis", "cos_lang_vis", "cos_lang_vis_top30")
+"""Learning-curve metrics always plotted when logged (the cosines: VGS's gradient-angle
+diagnostics, §3.2 / Fig. 3); any ``val*`` metric is plotted too."""
 
 
 def _fmt(v: Optional[float], digits: int = 2) -> str:

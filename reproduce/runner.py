@@ -177,7 +177,8 @@ def run_evals(plan: Plan, evals: list[PlannedEval], out: Path, state: RunState, 
                 source=settings.get("source", "hub"), mode=ev.mode, k=ev.k, temperature=ev.temperature,
                 judge_url=settings.get("judge_url"), batch_size=settings.get("batch_size", 8),
                 smoke_n=settings.get("smoke_n", 2),
-                **({"max_new_tokens": settings["max_new_tokens"]} if settings.get("max_new_tokens") else {}))
+                **({"max_new_tokens": settings["max_new_tokens"]} if settings.get("max_new_tokens") else {}),
+                **({"system": settings["system"]} if settings.get("system") else {}))
             state.evals[key] = {"status": "done"}
         except Exception as err:  # noqa: BLE001
             if fail_fast:
