@@ -88,7 +88,9 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
     MethodSpec("reopold", "REOPOLD", False,
                "Relaxed on-policy distillation: rewards replaced by clipped teacher log-ratios."),
     MethodSpec("vgs", "VGS (arXiv 2606.00564)", False, "Visually grounded steering of the distillation target."),
-    MethodSpec("ptdpo", "PTD-PO (arXiv 2606.07000)", False, "Privileged-hint teacher distillation with policy optimisation."),
+    MethodSpec("ptdpo", "PTD-PO (arXiv 2606.07000) Eqs. 1-17", True,
+               "GRPO / DAPO / GSPO plus top-K JSD (tail bucket) to the frozen reference given a privileged "
+               "hint, on failed rollouts of groups below tau.", _trainer("ptdpo", "PTDPOConfig")),
 ]}
 
 
