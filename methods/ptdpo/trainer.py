@@ -139,7 +139,11 @@ class PTDPO(OnlineMethod):
 
 
 def load_hints(path: str | Path) -> dict[str, str]:
-    """``{id: hint}`` from a hint set written by methods.ptdpo.hints (its accepted rows)."""
+    """``{id: hint}`` from a hint set written by methods.ptdpo.hints (its accepted rows); ``path``
+    is the job's directory or its ``hints.jsonl``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "hints.jsonl"
     out: dict[str, str] = {}
     for i, rec in enumerate(iter_jsonl(path, torn_tail=True)):
         if not isinstance(rec.get("id"), str) or not isinstance(rec.get("hint"), str):
