@@ -172,15 +172,16 @@ def load_ptdpo_prompts(cfg: PTDPOConfig) -> list[Sample]:
 
 
 def train(cfg: PTDPOConfig, out_dir: str | Path, *, method: PTDPO | None = None, reward_fn: RewardFn | None = None,
-          stop_after: int | None = None, **hooks: Any) -> Path | None:
+          stop_after: int | None = None, samples: list[Sample] | None = None, **hooks: Any) -> Path | None:
     """Run (or resume) PTD-PO into ``out_dir``; returns the final model directory (None when
-    ``stop_after`` ended the session early). ``hooks``: ``load_policy`` / ``make_engine`` (tests)."""
+    ``stop_after`` ended the session early). ``samples`` replaces loading ``cfg.data`` (benches,
+    tests: ``cfg.data`` then only names them); ``hooks``: ``load_policy`` / ``make_engine``."""
     method = method or PTDPO(cfg)
     make_engine = hooks.pop("make_engine", default_engine)
     data: list[Sample] = []
 
     def load() -> list[Sample]:
-        data[:] = load_ptdpo_prompts(cfg)
+        data[:] = load_ptdpo_prompts(cfg) if samples is None else samples
         return data
 
     def engine(ctx: Context) -> Any:
