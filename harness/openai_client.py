@@ -23,13 +23,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from harness.errors import ConfigError, RunError
+
 __all__ = ["ChatClient", "EndpointError", "image_part"]
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
-class EndpointError(RuntimeError):
-    """The endpoint refused the request (``status``: the HTTP status, None for a network error)."""
+class EndpointError(RunError):
+    """The endpoint refused the request (``status``: the HTTP status, None for a network error).
+    A ``RunError``: a command line reports it as one line."""
 
     def __init__(self, message: str, status: Optional[int] = None, retryable: bool = False):
         super().__init__(message)
@@ -63,9 +66,9 @@ class ChatClient:
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http(s) URL, got {self.base_url!r}")
+            raise ConfigError(f"base_url must be an http(s) URL, got {self.base_url!r}")
         if self.max_retries < 0 or self.timeout_s <= 0:
-            raise ValueError("max_retries must be >= 0 and timeout_s > 0")
+            raise ConfigError("max_retries must be >= 0 and timeout_s > 0")
         self._rng = random.Random(self.seed)
         self.stats = {"requests": 0, "retries": 0}
 

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from harness.errors import ConfigError, RunError
 from harness.openai_client import ChatClient, EndpointError
 from harness.types import Sample
 from methods.ptdpo.hints import HintJobConfig, answer_leaks, generate_hints, spoiler_reasons
@@ -102,7 +103,7 @@ def test_client_gives_up_after_max_retries_and_never_retries_a_bad_request():
         with pytest.raises(EndpointError, match="HTTP 400") as e:
             client(ep.url).chat([{"role": "user", "content": "x"}])
         assert len(ep.requests) == 1 and not e.value.retryable
-    with pytest.raises(ValueError, match="http"):
+    with pytest.raises(ConfigError, match="http"):
         ChatClient("localhost:8000", "m")
 
 
@@ -181,7 +182,7 @@ def test_job_regenerates_rejected_hints_and_resumes_without_losing_any(tmp_path)
     with FakeEndpoint() as ep:
         assert generate_hints(_cfg(ep.url), SAMPLES, out, clients=[client(ep.url)])["done_before"] == 3
         assert ep.requests == []
-        with pytest.raises(ValueError, match="structured"):
+        with pytest.raises(RunError, match="structured"):
             generate_hints(_cfg(ep.url, structured=False), SAMPLES, out, clients=[client(ep.url)])
 
 
@@ -210,3 +211,17 @@ def test_trainer_attaches_accepted_hints_by_id(tmp_path):
     rows = load_ptdpo_prompts(cfg)
     assert [r.hint for r in rows] == ["H0", None, None]
     assert all("<think>" in r.prompt for r in rows)  # the think/boxed format instruction (App. C.2)
+
+
+def test_command_line_writes_hints_for_a_training_set_and_reports_endpoint_failures(tmp_path, capsys):
+    from methods.ptdpo.hints import main
+
+    with FakeEndpoint(default=("ok", CLEAN)) as ep:
+        assert main(["--base-url", ep.url, "--model", "teacher", "--data", "champ", "--limit", "2",
+                     "--out", str(tmp_path / "h")]) == 0
+        assert len(ep.requests) == 2 and "Verified final answer" in ep.requests[0]["body"]["messages"][1]["content"]
+    assert json.loads(capsys.readouterr().out.strip()) == {"done_before": 0, "accepted": 2, "rejected": 0}
+    with FakeEndpoint(default=("status", 401)) as ep:
+        assert main(["--base-url", ep.url, "--model", "teacher", "--data", "champ", "--limit", "3",
+                     "--out", str(tmp_path / "h")]) == 2  # one line, not a traceback
+    assert "HTTP 401" in capsys.readouterr().err

@@ -35,7 +35,9 @@ def teacher_view(privileged: str = "hint", position: Literal["after", "before"] 
     before the prompt text; images and system turn unchanged; a sample without the text as is."""
     if position not in ("after", "before"):
         raise ValueError(f"unknown hint position {position!r}")
-    label = LABELS[privileged] if privileged in LABELS else privileged_text(Sample("", ""), privileged)
+    if privileged not in LABELS:
+        raise ValueError(f"unknown privileged context {privileged!r}; expected one of {tuple(LABELS)}")
+    label = LABELS[privileged]
 
     def view(sample: Sample) -> Sample:
         text = privileged_text(sample, privileged)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from harness.durable import atomic_write_text
+from harness.errors import DataError, RunError
 from harness.jsonl import append_jsonl, iter_jsonl, repair_torn_tail
 from harness.openai_client import ChatClient, image_part
 from harness.types import Sample
@@ -224,7 +225,7 @@ def _check_meta(out: Path, cfg: HintJobConfig) -> None:
         old = json.loads(meta.read_text())
         if old != ident:
             diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
-            raise ValueError(f"{out}: hints were generated with other settings ({', '.join(diff)}); use another --out")
+            raise RunError(f"{out}: hints were generated with other settings ({', '.join(diff)}); use another --out")
     else:
         atomic_write_text(meta, json.dumps(ident, indent=2, sort_keys=True))
 
@@ -273,7 +274,7 @@ def generate_hints(cfg: HintJobConfig, samples: Iterable[Sample], out: str | Pat
             counts["done_before"] += 1
             continue
         if not sample.answer:
-            raise ValueError(f"sample {sample.id!r} has no verified answer: the hint generator needs one")
+            raise DataError(sample.id, None, "answer", "no verified answer: the hint generator needs one")
         rec = _one(cfg, clients, sample)
         append_jsonl(path, rec, fsync=True)
         done.add(sample.id)
