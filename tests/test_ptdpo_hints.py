@@ -115,6 +115,7 @@ Q = "A rectangle has sides 6 and 8. What is the length of its diagonal?"
 @pytest.mark.parametrize("hint,answer,why", [
     ("Reasoning guidance: use Pythagoras; the diagonal is 10.", "10", "answer"),
     ("Reasoning guidance: the result equals ten point zero, i.e. 10.0 units.", "10", "answer"),
+    ("1. Count the cases.\n2. There are 2 of them, so the answer follows.", "2", "answer"),
     ("Reasoning guidance: half of the area is \\frac{1}{2} of the square.", "0.5", "answer"),
     ("Reasoning guidance: choose option (C), it is the only obtuse one.", "C", "answer"),
     ("Spatial guidance: the red triangle. Reasoning guidance: compare colours.", "red", "answer"),
@@ -134,6 +135,7 @@ def test_spoiler_filter_rejects_leaking_hints(hint, answer, why):
     ("Spatial guidance: look at the shape in the centre and ignore the background. Reasoning guidance: "
      "name its colour.", "teal"),
     ("Reasoning guidance: read each option and pick the one whose angle is larger than a right angle.", "C"),
+    ("1. Write x^2+2 as (x^2+1)+1.\n2. Then bound each part for n>1.", "2"),  # in formulas, list markers
 ])
 def test_spoiler_filter_accepts_clean_hints(hint, answer):
     assert spoiler_reasons(hint, answer, Q) == []

@@ -112,9 +112,23 @@ def _same(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
 
 
-def answer_leaks(hint: str, answer: str) -> bool:
+def _prose_numbers(text: str) -> list[float]:
+    """The numbers of ``text`` that stand as words (not inside a formula such as ``x^2+2``, not a
+    list marker at the start of a line)."""
+    out = []
+    for m in re.finditer(r"(?<![\w^_*/+\-=<>.(){}\\])-?\d+(?:\.\d+)?(?![\w^_*/+\-=<>(){}\\]|\.\d)", text):
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        if not text[line_start:m.start()].strip() and re.match(r"[.)]\s", text[m.end():m.end() + 2]):
+            continue  # an enumeration marker ("2. Check ...")
+        out.append(float(m.group()))
+    return out
+
+
+def answer_leaks(hint: str, answer: str, trivial: float = 10) -> bool:
     """Whether ``hint`` states ``answer``: as a number (any form: 0.5, 1/2, \\frac{1}{2}), as an
-    option letter named as a choice, as a word or phrase, or as the same LaTeX expression."""
+    option letter named as a choice, as a word or phrase, or as the same LaTeX expression. A
+    small integer answer (|n| <= ``trivial``) counts only where it stands as a word, not inside a
+    formula (``x^2+2`` does not state the answer 2; "there are 2 cases" does)."""
     answer = str(answer).strip()
     if not answer:
         return False
@@ -125,7 +139,8 @@ def answer_leaks(hint: str, answer: str) -> bool:
                               hint, re.IGNORECASE))
     gold = _numbers(answer)
     if len(gold) == 1 and _norm(answer).lstrip("-").replace(".", "").replace("/", "").replace("frac", "").isdigit():
-        return any(_same(gold[0], x) for x in _numbers(hint))
+        small = gold[0] == int(gold[0]) and abs(gold[0]) <= trivial and "/" not in answer
+        return any(_same(gold[0], x) for x in (_prose_numbers(hint) if small else _numbers(hint)))
     if re.fullmatch(r"[A-Za-z][A-Za-z \-']*", answer):
         return bool(re.search(rf"(?<![A-Za-z]){re.escape(answer)}(?![A-Za-z])", hint, re.IGNORECASE))
     target = _norm(answer)
@@ -142,7 +157,7 @@ def spoiler_reasons(hint: str, answer: str, question: str, *, has_image: bool = 
     reasons = []
     if not hint.strip():
         return ["empty"]
-    if answer_leaks(hint, answer):
+    if answer_leaks(hint, answer, rules.trivial_numbers):
         reasons.append("answer")
     given = _numbers(question)
     leaked = [x for x in _numbers(hint)
