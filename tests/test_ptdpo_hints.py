@@ -119,7 +119,7 @@ Q = "A rectangle has sides 6 and 8. What is the length of its diagonal?"
     ("Reasoning guidance: half of the area is \\frac{1}{2} of the square.", "0.5", "answer"),
     ("Reasoning guidance: choose option (C), it is the only obtuse one.", "C", "answer"),
     ("Spatial guidance: the red triangle. Reasoning guidance: compare colours.", "red", "answer"),
-    ("Reasoning guidance: sum the squares first: you get 100, then take a root.", "10", "intermediate"),
+    ("Reasoning guidance: square the sides first: you get 36 and 64, then add and take a root.", "10", "intermediate"),
     ("Reasoning guidance: " + "think about it carefully " * 40, "10", "full_cot"),
     ("Reasoning guidance: a=6, b=8, c^2=a^2+b^2=36+64, c=...", "10", "full_cot"),
     ("Reasoning guidance: square both sides; the final answer is obvious.", "10", "full_cot"),

@@ -84,6 +84,8 @@ class FilterRules:
     """More ``=`` signs than this is a worked calculation."""
     trivial_numbers: float = 10
     """Integers with |n| <= this are never counted as leaked intermediate results ("divide by 2")."""
+    known_constants: tuple[float, ...] = (60, 90, 100, 180, 360)
+    """Facts, not results: right and straight angles, a full turn, percent, minutes an hour."""
 
 
 def _numbers(text: str) -> list[float]:
@@ -161,7 +163,8 @@ def spoiler_reasons(hint: str, answer: str, question: str, *, has_image: bool = 
         reasons.append("answer")
     given = _numbers(question)
     leaked = [x for x in _numbers(hint)
-              if not any(_same(x, g) for g in given) and not (x == int(x) and abs(x) <= rules.trivial_numbers)]
+              if not any(_same(x, g) for g in (*given, *rules.known_constants))
+              and not (x == int(x) and abs(x) <= rules.trivial_numbers)]
     if leaked:
         reasons.append("intermediate")
     if (len(hint.split()) > rules.max_words or hint.count("=") > rules.max_equations
