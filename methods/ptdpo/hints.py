@@ -207,10 +207,10 @@ class HintJobConfig:
         return STRUCTURED_PROMPT if self.structured else GENERIC_PROMPT
 
     def identity(self) -> dict[str, Any]:
-        """What a rerun must share with the run that wrote the file."""
-        return {"model": self.model, "fallback_model": self.fallback_model, "structured": self.structured,
+        """What a rerun must share with the run that wrote the file (as JSON reads it back)."""
+        return json.loads(json.dumps({"model": self.model, "fallback_model": self.fallback_model, "structured": self.structured,
                 "prompt_sha256": hashlib.sha256(self.prompt.encode()).hexdigest(), "rules": asdict(self.rules),
-                "max_tokens": self.max_tokens}
+                "max_tokens": self.max_tokens}))
 
 
 def _question(sample: Sample) -> str:
