@@ -6,7 +6,9 @@ of ``REWARDS``). Task rewards:
 - ``boxed-exact``: 1 on an exact match of the last ``\\boxed{}`` answer with the gold answer after
   normalisation (``harness.rewards.exact_match``), else 0 — VOLD §3.2 / §4.1's reward;
 - ``math``: 1 when the final answer is math-verify-equivalent to the gold answer
-  (``harness.rewards.math_reward``), else 0.
+  (``harness.rewards.math_reward``), else 0;
+- ``format-accuracy``: PTD-PO's ``0.1 * format + 0.9 * math`` (format: ``<think>...</think>``
+  then a ``\\boxed{}`` answer).
 
 Smoke-only rewards (``smoke-*``) exist so tiny random models see a learnable signal in seconds;
 they say nothing about a task. A method adds a reward with ``@register_reward("name")``.
@@ -17,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from harness.rewards import exact_match, math_reward
+from harness.rewards import exact_match, format_reward, math_reward
 from harness.types import Trajectories
 from harness.errors import UnknownNameError
 
@@ -85,6 +87,23 @@ def _contains_answer(text: str, gold: str) -> float:
 register_reward("boxed-exact")(_per_row(_boxed_exact))
 register_reward("math")(_per_row(_math))
 register_reward("smoke-contains-answer")(_per_row(_contains_answer))
+
+
+def _think_format(text: str) -> float:
+    """1 when the response is ``<think>R</think>`` then text with a closed ``\\boxed{}``
+    (harness.rewards.format_reward); a response whose ``<think>`` the chat template already
+    opened (Qwen3-VL-Thinking) counts too, as ``R</think>...\\boxed{}``."""
+    return max(format_reward(text, "think"), format_reward(text, "think", opened_in_prompt=True))
+
+
+def _format_accuracy(text: str, gold: str) -> float:
+    """PTD-PO (arXiv 2606.07000) Table 3 / App. B: ``0.1 * format + 0.9 * accuracy``; accuracy is
+    the rule-based math-verify match of the final answer (``math``), format ``_think_format``
+    (the paper does not define it: docs/methods/ptdpo.md T11). Values in {0, 0.1, 0.9, 1}."""
+    return 0.1 * _think_format(text) + 0.9 * _math(text, gold)
+
+
+register_reward("format-accuracy")(_per_row(_format_accuracy))
 
 
 @register_reward("smoke-even-tokens")

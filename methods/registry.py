@@ -95,7 +95,9 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
     MethodSpec("vgs_teacher", "VGS (arXiv 2606.00564) App. B.1, Table 3", True,
                "The teacher stage: GRPO of the teacher with Table 3's settings.",
                _entry("methods.vgs.trainer", "teacher_stage")),
-    MethodSpec("ptdpo", "PTD-PO (arXiv 2606.07000)", False, "Privileged-hint teacher distillation with policy optimisation."),
+    MethodSpec("ptdpo", "PTD-PO (arXiv 2606.07000) Eqs. 1-17", True,
+               "GRPO / DAPO / GSPO plus top-K JSD (tail bucket) to the frozen reference given a privileged "
+               "hint, on failed rollouts of groups below tau.", _trainer("ptdpo", "PTDPOConfig")),
 ]}
 
 
