@@ -149,7 +149,7 @@ def test_smoke_model_path_builds_once_even_concurrently(tmp_path, monkeypatch):
     [t.join() for t in threads]
     assert not errors and len(results) == 2 and results[0] == results[1]
     path = results[0]
-    assert path.parent == tmp_path and path.name.startswith("qwen3-v")
+    assert path.parent == tmp_path and path.name.startswith("qwen3-") and path.name.endswith("-v3")
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary dirs left behind
     stamp = (path / "model.safetensors").stat().st_mtime_ns
     assert smoke_model_path("qwen3") == path and (path / "model.safetensors").stat().st_mtime_ns == stamp

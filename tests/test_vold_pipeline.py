@@ -85,7 +85,8 @@ def test_vold_with_beta_zero_trains_exactly_like_grpo(tmp_path):
     from methods.registry import load_method_config
     from methods.grpo.config import GRPOConfig
 
-    common = {"steps": 2, "reward": "smoke-even-tokens", "save_every": 2, "clip_high": 0.3}  # VOLD's clip-higher
+    common = {"steps": 2, "reward": "smoke-even-tokens", "save_every": 2, "clip_high": 0.3,  # VOLD's clip-higher
+              "data": "smoke-learnable", "lr": 1e-2, "max_new_tokens": 6}  # GRPO's smoke task
     grpo_cfg = load_method_config(GRPOConfig, PROFILES, "smoke", None, common)
     g = grpo_train(grpo_cfg, tmp_path / "grpo")
     v = train_rl({**common, "beta": 0.0, "val_every": 0}, tmp_path / "vold", "smoke")
