@@ -47,9 +47,9 @@ SMOKE_KINDS: dict[str, tuple[str, dict]] = {
 """Cached smoke model names (``smoke:<name>``) -> (tiny architecture kind, build options)."""
 SMOKE_VOCAB_ENV = "VLMREPRO_SMOKE_VOCAB"
 """``qwen`` (default): the smoke kinds as above. ``bpe``: the same kinds on the small offline BPE,
-random (no warm start), in their own cache entries: the default test suite sets it
-(tests/conftest.py), since what it tests (losses, resume, checkpoints, plumbing) does not depend on
-the vocabulary and runs ~10x faster at ~1.5k ids; the slow suite and every user run use ``qwen``."""
+random (no warm start), in their own cache entries: the test suite sets it (tests/conftest.py),
+since what it tests (losses, resume, checkpoints, plumbing) does not depend on the vocabulary and
+runs ~10x faster at ~1.5k ids; every user run uses ``qwen``."""
 SMOKE_VERSION = "v3"  # bump when the builders or the cache layout change so stale caches are not reused
 # (v2: entries carry COMPLETE_MARKER; v3: real vocabulary and the warm start)
 COMPLETE_MARKER = ".complete.json"  # written last into a cache entry: lists its files and sizes

@@ -1,9 +1,10 @@
-"""Session setup: the default suite builds the smoke kinds on the small offline BPE.
+"""Session setup: the tests build the smoke kinds on the small offline BPE.
 
-The default suite tests losses, resume, checkpoints and plumbing, none of which depends on the
-vocabulary, and runs about ten times faster with ~1.5k-id models (``harness.tiny.SMOKE_VOCAB_ENV``).
-The slow suite (``-m slow``: the smoke reproductions end to end) and every user run use the real
-Qwen vocabulary; tests that need it regardless use the ``real_vocab`` fixture.
+The tests check losses, resume, checkpoints and plumbing, none of which depends on the
+vocabulary, and run about ten times faster with ~1.5k-id models (``harness.tiny.SMOKE_VOCAB_ENV``;
+set ``VLMREPRO_SMOKE_VOCAB=qwen`` to run them on the real vocabulary). Every user run, and the
+committed smoke reports, use the real Qwen vocabulary; tests that need it use the ``real_vocab``
+fixture (the real tokenizer's ids, the warm start of a cold real-vocabulary build).
 """
 from __future__ import annotations
 
@@ -15,11 +16,7 @@ from harness.tiny import SMOKE_VOCAB_ENV
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    markexpr = config.getoption("markexpr", "") or ""
-    if "slow" in markexpr and "not slow" not in markexpr:
-        os.environ.setdefault(SMOKE_VOCAB_ENV, "qwen")
-    else:
-        os.environ.setdefault(SMOKE_VOCAB_ENV, "bpe")
+    os.environ.setdefault(SMOKE_VOCAB_ENV, "bpe")
 
 
 @pytest.fixture
