@@ -84,6 +84,7 @@ def test_paper_eta_constants_and_alpha_in_the_recipe():
                                              dict(recipe.stage(sid).overrides("paper"), model="M", teacher="T"))
     assert resolve("vgs_2b").eta_value == 0.41 and resolve("vgs_4b").eta_value == 0.36  # §5.2
     assert resolve("vgs_2b").lp_quantile == 0.7 and resolve("adaptive_vgs_2b").adaptive_gamma
+    assert resolve("opd_2b").diag_gamma == 2.0 and resolve("opd_2b").diag_every > 0  # App. A's measurement
     for sid in ("grpo_opd_2b", "grpo_vgs_2b"):
         assert resolve(sid).alpha == 0.3  # §8
 

@@ -124,6 +124,15 @@ def test_exact_eta_on_two_processes_equals_one_process(tmp_path):
         assert torch.equal(torch.load(tmp_path / f"gather{rank}.pt"), vds[mask != 0].double())
 
 
+def test_standard_opd_diagnostics_measure_eta_at_the_paper_gamma():
+    """App. A: eta at gamma = 2 measured during standard OPD (gamma = 0), which itself steps with eta 1."""
+    delta, out = vgs_delta(Strategy("cpu"), gamma=0.0, lambda_lp=0.0, eta_mode="fixed", eta=1.0, diag_gamma=2.0)
+    assert out["eta"] == 1.0 and out["eta_at_gamma"] != 1.0
+    assert math.isclose(out["eta_at_gamma"], V.eta_from_norms(out["norm_std"], out["norm_vis"], out["cos_std_vis"], 2.0))
+    norm = math.sqrt(sum(float((d.double() ** 2).sum()) for d in delta.values()))
+    assert math.isclose(norm, out["norm_std"], rel_tol=1e-5)  # the step is the standard gradient
+
+
 def test_alpha_zero_is_grpo_and_alpha_is_affine():
     """Eq. 22: alpha = 0 steps exactly as methods.grpo (same clipped surrogate, no KL); the update
     is affine in alpha (SGD, so the weight change is minus the gradient)."""

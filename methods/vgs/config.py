@@ -127,6 +127,9 @@ class VGSConfig(OnlineConfig):
     """Log the gradient-angle diagnostics of §3.2 / Fig. 3 (cosines between the standard, visual
     and language gradients, their norms, and Eq. 15's eta at ``gamma``: App. A's measurement) every
     N steps (0: never). Each costs extra backward passes. [A: the paper gives no frequency]"""
+    diag_gamma: Optional[float] = None
+    """The gamma at which the diagnostics evaluate Eq. 23 (``eta_at_gamma``); None: ``gamma``.
+    App. A measures eta at gamma = 2 *during standard OPD* (gamma = 0): set 2.0 there."""
 
     # --- GRPO + distillation (§8, Eq. 22)
     alpha: Optional[float] = None

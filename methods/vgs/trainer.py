@@ -204,7 +204,8 @@ class VGS(OnlineMethod):
             cos_sv = V.cosine(g_std, g_vis)
             stats.update(cos_std_vis=cos_sv, cos_std_lang=V.cosine(g_std, g_lang), cos_lang_vis=V.cosine(g_lang, g_vis),
                          norm_std=s_norm, norm_vis=v_norm, norm_lang=float(V.grad_dot(g_lang, g_lang)) ** 0.5,
-                         eta_at_gamma=V.eta_from_norms(s_norm, v_norm, cos_sv, cfg.gamma))
+                         eta_at_gamma=V.eta_from_norms(s_norm, v_norm, cos_sv,
+                                                       cfg.gamma if cfg.diag_gamma is None else cfg.diag_gamma))
             s_top, v_top, l_top = grads["diag_std_top"], grads["diag_vis_top"], grads["diag_lang_top"]
             stats.update(cos_std_vis_top30=V.cosine(s_top, v_top), cos_std_lang_top30=V.cosine(s_top, l_top),
                          cos_lang_vis_top30=V.cosine(l_top, v_top))
