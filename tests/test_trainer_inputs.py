@@ -168,7 +168,8 @@ def test_rng_state_round_trips_through_weights_only_load(tmp_path):
 
 def test_registry_lists_methods_and_trains_through_the_common_signature(tmp_path):
     assert {"grpo", "sft", "opd", "vold", "reopold", "vgs", "ptdpo"} <= set(METHODS)
-    assert [n for n, s in METHODS.items() if s.implemented] == ["sft", "grpo", "opd", "vold_traces", "vold_sft", "vold", "ptdpo"]
+    assert [n for n, s in METHODS.items() if s.implemented] == ["sft", "grpo", "opd", "vold_traces", "vold_sft", "vold",
+                                                                  "reopold", "vgs", "vgs_teacher", "ptdpo"]
     assert all(s.train is None for s in METHODS.values() if not s.implemented)
     with pytest.raises(KeyError, match="known methods: .*grpo"):
         get_method("ppo")

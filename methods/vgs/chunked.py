@@ -38,7 +38,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from harness.losses import HiddenHead, Side
+from harness.losses import Side, _flatten as _flat  # one reading of a side (logits or hidden + head)
 
 TERMS = ("kl_std", "kl_lang", "kl_vis", "vds", "kl_vp_txt")
 
@@ -51,20 +51,6 @@ class VGSTerms(NamedTuple):
     kl_vis: Tensor
     vds: Tensor
     kl_vp_txt: Tensor
-
-
-def _flat(side: Side, name: str, detach: bool) -> tuple[Tensor, Optional[Tensor], int, tuple[int, int]]:
-    if isinstance(side, HiddenHead):
-        h, w = side.hidden, side.weight
-        if h.dim() != 3 or w.dim() != 2 or h.shape[-1] != w.shape[1]:
-            raise ValueError(f"{name}: hidden {tuple(h.shape)} must be (B, T, H) and weight {tuple(w.shape)} (V, H)")
-        if detach:
-            h, w = h.detach(), w.detach()
-        return h.reshape(-1, h.shape[-1]), w, w.shape[0], (h.shape[0], h.shape[1])
-    if not isinstance(side, Tensor) or side.dim() != 3:
-        raise ValueError(f"{name}: expected logits (B, T, V) or HiddenHead(hidden, weight)")
-    x = side.detach() if detach else side
-    return x.reshape(-1, x.shape[-1]), None, x.shape[-1], (x.shape[0], x.shape[1])
 
 
 def _logits(x: Tensor, w: Optional[Tensor], rows: Tensor, dtype: torch.dtype) -> Tensor:
