@@ -29,7 +29,7 @@ def cpu_per_call(fn: Callable[[Any], Any], arg: Any, min_total_s: float = 0.03, 
 
 
 def doubling_times(fn: Callable[[Any], Any], make: Callable[[int], Any], n: int, trials: int = 3,
-                   limit: float = 3.0, min_total_s: float = 0.03, rounds: int = 5) -> tuple[float, float]:
+                   limit: float = 3.0, min_total_s: float = 0.03, rounds: int = 10) -> tuple[float, float]:
     """CPU seconds per call of ``fn(make(n))`` and of ``fn(make(2n))``.
 
     The two sizes are measured alternately, the least of ``trials`` each (noise only adds time);
