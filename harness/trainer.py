@@ -331,6 +331,19 @@ def online_step_builder(method: OnlineMethod, reward_fn: RewardFn | None,
 # The SFT loop
 
 
+def run_online(method: OnlineMethod, cfg: OnlineConfig, out_dir: str | Path, *,
+               load_data: Callable[[], list[Sample]], reward_fn: RewardFn | None, desc: str,
+               stop_after: int | None = None, **hooks: Any) -> Path | None:
+    """Run (or resume) ``method`` with :func:`online_step_builder` through :func:`run_training`,
+    ``cfg.prompts_per_step`` prompts a step: the body every online method's ``train`` shares.
+    ``hooks``: ``make_engine`` goes to the step builder, the rest (``load_policy``, ...) to
+    ``run_training``."""
+    builder_kw = {k: hooks.pop(k) for k in ("make_engine",) if k in hooks}
+    step = online_step_builder(method, reward_fn, **builder_kw)
+    return run_training(cfg, out_dir, load_data=load_data, build_step=step, samples_per_step=cfg.prompts_per_step,
+                        stop_after=stop_after, desc=desc, **hooks)
+
+
 def sft_step_builder(encode: Callable[[Context, list[Sample]], Trajectories], loss_fn: LossFn) -> Callable[[Context], StepFn]:
     """The SFT step: encode (prompt, target response) rows into trajectories, one accumulated
     update; ``loss_fn`` gets the policy's forward under ``cfg.view``."""

@@ -17,7 +17,7 @@ from harness.models import load_model
 from harness.reward_registry import make_reward_fn
 from harness.scoring import token_logprobs
 from harness.forward import Forward
-from harness.trainer import Context, OnlineMethod, RewardFn, online_step_builder, run_training
+from harness.trainer import Context, OnlineMethod, RewardFn, run_online
 from harness.types import Trajectories
 from harness.update import Normalizers
 from methods.grpo.config import GRPOConfig
@@ -75,11 +75,9 @@ def train(cfg: GRPOConfig, out_dir: str | Path, *, method: GRPO | None = None, r
     ``cfg.reward`` from harness.reward_registry; ``hooks`` (``load_policy``, ``make_engine``) replace
     the model loader / rollout engine (tests, other engines)."""
     method = method or GRPO(cfg)
-    builder_kw = {k: hooks.pop(k) for k in ("make_engine",) if k in hooks}
-    step = online_step_builder(method, reward_fn or make_reward_fn(cfg.reward), **builder_kw)
-    return run_training(cfg, out_dir, load_data=lambda: load_prompts(cfg), build_step=step,
-                        samples_per_step=cfg.prompts_per_step, stop_after=stop_after,
-                        desc=type(method).__name__.lower(), **hooks)
+    return run_online(method, cfg, out_dir, load_data=lambda: load_prompts(cfg),
+                      reward_fn=reward_fn or make_reward_fn(cfg.reward), desc=type(method).__name__.lower(),
+                      stop_after=stop_after, **hooks)
 
 
 __all__ = ["GRPO", "GRPOConfig", "train"]

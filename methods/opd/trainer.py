@@ -15,7 +15,7 @@ from harness.forward import Forward
 from harness.models import load_teacher, resolve_model_name
 from harness.reward_registry import make_reward_fn
 from harness.scoring import logprobs_from_hidden, response_hidden_states, token_logprobs
-from harness.trainer import Context, OnlineMethod, RewardFn, online_step_builder, run_training
+from harness.trainer import Context, OnlineMethod, RewardFn, run_online
 from harness.types import Trajectories
 from harness.update import Normalizers
 from methods.grpo.data import load_rows, require
@@ -109,12 +109,10 @@ def train(cfg: OPDConfig, out_dir: str | Path, *, method: OPD | None = None, rew
     """Run (or resume) on-policy distillation into ``out_dir``; returns the final model directory
     (None when ``stop_after`` ended the session early)."""
     method = method or OPD(cfg)
-    builder_kw = {k: hooks.pop(k) for k in ("make_engine",) if k in hooks}
     if reward_fn is None and cfg.reward:
         reward_fn = make_reward_fn(cfg.reward)
-    step = online_step_builder(method, reward_fn, **builder_kw)
-    return run_training(cfg, out_dir, load_data=lambda: load_opd_prompts(cfg), build_step=step,
-                        samples_per_step=cfg.prompts_per_step, stop_after=stop_after, desc="opd", **hooks)
+    return run_online(method, cfg, out_dir, load_data=lambda: load_opd_prompts(cfg), reward_fn=reward_fn,
+                      desc="opd", stop_after=stop_after, **hooks)
 
 
 __all__ = ["OPD", "OPDConfig", "train"]

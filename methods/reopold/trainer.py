@@ -17,7 +17,7 @@ import torch
 
 from harness.forward import Forward, policy_forward
 from harness.reward_registry import make_reward_fn
-from harness.trainer import Context, RewardFn, online_step_builder, run_training
+from harness.trainer import Context, RewardFn, run_online
 from harness.types import Trajectories
 from harness.update import Normalizers, micro_batches, reduce_floats, select_rows, split_rows
 from methods.opd.trainer import OPD, load_opd_prompts, masked_mean
@@ -131,12 +131,10 @@ def train(cfg: REOPOLDConfig, out_dir: str | Path, *, method: REOPOLD | None = N
     """Run (or resume) REOPOLD into ``out_dir``; returns the final model directory (None when
     ``stop_after`` ended the session early)."""
     method = method or REOPOLD(cfg)
-    builder_kw = {k: hooks.pop(k) for k in ("make_engine",) if k in hooks}
     if reward_fn is None and cfg.reward:
         reward_fn = make_reward_fn(cfg.reward)
-    step = online_step_builder(method, reward_fn, **builder_kw)
-    return run_training(cfg, out_dir, load_data=lambda: load_opd_prompts(cfg), build_step=step,  # type: ignore[arg-type]
-                        samples_per_step=cfg.prompts_per_step, stop_after=stop_after, desc="reopold", **hooks)
+    return run_online(method, cfg, out_dir, load_data=lambda: load_opd_prompts(cfg),  # type: ignore[arg-type]
+                      reward_fn=reward_fn, desc="reopold", stop_after=stop_after, **hooks)
 
 
 __all__ = ["REOPOLD", "REOPOLDConfig", "train"]

@@ -34,7 +34,7 @@ from harness.forward import Forward
 from harness.models import load_teacher, resolve_model_name
 from harness.reward_registry import make_reward_fn
 from harness.scoring import response_hidden_states
-from harness.trainer import Context, OnlineMethod, RewardFn, online_step_builder, run_training
+from harness.trainer import Context, OnlineMethod, RewardFn, run_online
 from harness.types import Trajectories
 from harness.distributed import Strategy
 from harness.update import Grads, Normalizers
@@ -231,12 +231,10 @@ def train(cfg: VGSConfig, out_dir: str | Path, *, method: VGS | None = None, rew
     """Run (or resume) VGS into ``out_dir``; returns the final model directory (None when
     ``stop_after`` ended the session early)."""
     method = method or VGS(cfg)
-    builder_kw = {k: hooks.pop(k) for k in ("make_engine",) if k in hooks}
     if reward_fn is None and cfg.reward:
         reward_fn = make_reward_fn(cfg.reward)
-    step = online_step_builder(method, reward_fn, **builder_kw)
-    return run_training(cfg, out_dir, load_data=lambda: load_vgs_prompts(cfg), build_step=step,
-                        samples_per_step=cfg.prompts_per_step, stop_after=stop_after, desc="vgs", **hooks)
+    return run_online(method, cfg, out_dir, load_data=lambda: load_vgs_prompts(cfg), reward_fn=reward_fn,
+                      desc="vgs", stop_after=stop_after, **hooks)
 
 
 class TeacherGRPO(GRPO):
@@ -255,11 +253,8 @@ def train_teacher(cfg: TeacherGRPOConfig, out_dir: str | Path, *, stop_after: in
     """The teacher stage (App. B.1, Table 3): GRPO of the teacher into ``out_dir``."""
     from methods.grpo.data import load_prompts
 
-    builder_kw = {k: hooks.pop(k) for k in ("make_engine",) if k in hooks}
-    step = online_step_builder(TeacherGRPO(cfg), make_reward_fn(cfg.reward), **builder_kw)
-    return run_training(cfg, out_dir, load_data=lambda: with_system(load_prompts(cfg), cfg.system_prompt),
-                        build_step=step, samples_per_step=cfg.prompts_per_step, stop_after=stop_after,
-                        desc="vgs-teacher", **hooks)
+    return run_online(TeacherGRPO(cfg), cfg, out_dir, load_data=lambda: with_system(load_prompts(cfg), cfg.system_prompt),
+                      reward_fn=make_reward_fn(cfg.reward), desc="vgs-teacher", stop_after=stop_after, **hooks)
 
 
 __all__ = ["TeacherGRPO", "VGS", "VGSConfig", "load_vgs_prompts", "teacher_stage", "train", "train_teacher"]
