@@ -21,8 +21,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+from collections import Counter
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from harness.data.prompts import format_prompt
@@ -59,6 +61,29 @@ def _easy_vqa_kind(question: str, answer: str) -> str | None:
     return None  # yes / no questions: half of them are answered by a constant
 
 
+EASY_VQA_CROP_SIZE = 64
+"""Side of a cropped easy-vqa image (the package's own image size)."""
+
+
+def crop_to_shape(image: Image.Image, threshold: int = 30, size: int = EASY_VQA_CROP_SIZE) -> Image.Image:
+    """The easy-vqa ``image`` cropped to its shape's bounding box and resized to ``size`` x ``size``.
+
+    easy-vqa draws one small shape (often 4-15 % of the picture) at a random place on a random
+    pastel background; at a tiny processor's few image tokens its colour is a faint part of one
+    patch, and a tiny model learns neither colour nor shape from it (docs/smoke_profile.md). The
+    background is the most common border colour; the shape is every pixel more than ``threshold``
+    (sum of absolute RGB differences) away from it. The crop keeps what answers the questions: the
+    colour fills the picture, and a rectangle fills its box where a circle or triangle leaves
+    background in the corners. An image with no such pixel is returned resized, uncropped.
+    Opt-in (``easy_vqa_items(crop=True)``): ``bench/smoke_learnability.py`` uses it."""
+    a = np.asarray(image.convert("RGB"), dtype=np.int16)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    background = np.array(Counter(map(tuple, border.tolist())).most_common(1)[0][0], dtype=np.int16)
+    ys, xs = np.nonzero(np.abs(a - background).sum(-1) > threshold)
+    box = (0, 0, a.shape[1], a.shape[0]) if len(ys) == 0 else (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    return image.convert("RGB").crop(tuple(int(v) for v in box)).resize((size, size), Image.BILINEAR)
+
+
 @functools.lru_cache(maxsize=4)
 def _easy_vqa_rows(split: str) -> tuple[tuple[str, str, int, str, str], ...]:
     """(question, answer, image id, kind, image path) of ``split``, in the package's order."""
@@ -83,11 +108,12 @@ def _easy_vqa_rows(split: str) -> tuple[tuple[str, str, int, str, str], ...]:
 
 
 def easy_vqa_items(n: int, split: str = "train", seed: int = 0,
-                   kinds: tuple[str, ...] = ("color", "shape")) -> list[dict[str, Any]]:
+                   kinds: tuple[str, ...] = ("color", "shape"), crop: bool = False) -> list[dict[str, Any]]:
     """``n`` easy-vqa questions of ``kinds`` from ``split`` as plain items (a seeded sample without
     replacement; all of them when ``n`` exceeds what there is): ``question`` (capitalised),
-    ``answer`` (the word), ``kind``, ``image`` (PIL RGB), ``image_id``. Benchmarks' smoke rows and
-    the training set below are both built from these."""
+    ``answer`` (the word), ``kind``, ``image`` (PIL RGB; cropped to the shape by
+    :func:`crop_to_shape` when ``crop``), ``image_id``. Benchmarks' smoke rows and the
+    training set below are both built from these."""
     _check_split(split, "easy-vqa")
     rows = [r for r in _easy_vqa_rows(split) if r[3] in kinds]
     rng = random.Random(f"easy-vqa/{split}/{seed}")
@@ -95,7 +121,7 @@ def easy_vqa_items(n: int, split: str = "train", seed: int = 0,
     out = []
     for q, a, image_id, kind, path in picked:
         with Image.open(path) as im:
-            image = im.convert("RGB")
+            image = crop_to_shape(im) if crop else im.convert("RGB")
         out.append({"question": q[0].upper() + q[1:], "answer": a, "kind": kind, "image": image,
                     "image_id": image_id, "split": split})
     return out
@@ -119,17 +145,18 @@ EASY_VQA_FORMS = ("free", "choice", "mixed")
 
 
 def easy_vqa(n: int, split: str = "train", seed: int = 0, kinds: tuple[str, ...] = ("color", "shape"),
-             instruction: str | None = "boxed", form: str = "mixed") -> list[Sample]:
+             instruction: str | None = "boxed", form: str = "mixed", crop: bool = False) -> list[Sample]:
     """``n`` easy-vqa questions as training samples (see :func:`easy_vqa_items`).
 
     ``form``: ``free`` (``answer`` is the word, ``"teal"``), ``choice`` (options from
     :func:`easy_vqa_options` written into the prompt, ``answer`` the letter) or ``mixed`` (each
     item one or the other by a fixed hash of its id: the smoke benchmarks ask both ways).
+    ``crop``: images cropped to the shape (:func:`crop_to_shape`).
     ``response`` is a one-line reference answer in the instruction's format."""
     if form not in EASY_VQA_FORMS:
         raise ValueError(f"easy-vqa: unknown form {form!r}; known: {', '.join(EASY_VQA_FORMS)}")
     out = []
-    for item in easy_vqa_items(n, split, seed, kinds):
+    for item in easy_vqa_items(n, split, seed, kinds, crop=crop):
         a, kind, image_id = item["answer"], item["kind"], item["image_id"]
         sid = f"easy-vqa-{split}-{image_id}-{kind}"
         choice = form == "choice" or (form == "mixed" and hashlib.sha256(sid.encode()).digest()[0] % 2 == 1)
