@@ -10,6 +10,8 @@ checked against the gold answer.
 - ``yes_no``: yes / no.
 - ``anls``: average normalised Levenshtein similarity over the gold answers (InfographicVQA).
 - ``text``: normalised exact match (numbers compared as numbers).
+- ``vlm_choice``, ``vlm_yorn``, ``mathvista``, ``mathvision``, ``dynamath``, ``mathverse``:
+  VLMEvalKit's own rule functions (``evals.vlmeval_families``) for the benchmarks it scores by rule.
 
 Extraction is rule-based (the offline default). The final answer is the *last* ``\\boxed{}`` (or
 ``Answer:`` line) as returned by ``harness.rewards.extract_answer``; no answer scores 0. Nothing
@@ -17,6 +19,7 @@ here evaluates model output as code.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 from dataclasses import dataclass
@@ -123,6 +126,7 @@ class Family:
     extract: Callable[[str, Sample], str | None]
     check: Callable[[str, Sample], float]
     pass_mark: float = 1.0
+    prepare: Callable[[], object] | None = None   # one-time loading, run outside the extraction deadline
 
 
 def _letters(sample: Sample) -> list[str]:
@@ -277,7 +281,23 @@ def check_text(ans: str, sample: Sample) -> float:
     return float(normalize_text(ans) == normalize_text(gold) and bool(normalize_text(gold)))
 
 
+def _vlmeval_families() -> dict[str, Family]:
+    from evals import vlmeval_families as vf
+    from evals.vlmeval_rules import modules
+
+    fams = {
+        "vlm_choice": Family("vlm_choice", vf.extract_vlm_choice, vf.check_vlm_choice),
+        "vlm_yorn": Family("vlm_yorn", vf.extract_vlm_yorn, vf.check_vlm_yorn),
+        "mathvista": Family("mathvista", vf.extract_prediction, vf.check_mathvista),
+        "mathvision": Family("mathvision", vf.extract_prediction, vf.check_mathvision),
+        "dynamath": Family("dynamath", vf.extract_prediction, vf.check_dynamath),
+        "mathverse": Family("mathverse", lambda r, s: final_answer(r), vf.check_mathverse),
+    }
+    return {k: dataclasses.replace(f, prepare=modules) for k, f in fams.items()}
+
+
 FAMILIES: dict[str, Family] = {
+    **_vlmeval_families(),
     "choice": Family("choice", extract_choice_answer, check_choice),
     "numeric": Family("numeric", lambda r, s: final_answer(r), check_numeric),
     "math": Family("math", lambda r, s: final_answer(r), check_math),

@@ -217,6 +217,8 @@ class Benchmark:
         extracting one from ``response`` with the rules.
         """
         family = scoring.FAMILIES[sample.meta.get("family", self.family)]
+        if family.prepare is not None:
+            family.prepare()        # e.g. loading VLMEvalKit's rule modules: not under the deadline
         # the rule-based extraction runs under the same hard limit as harness.rewards.verify
         # (harness.deadline): an extraction that runs past it counts as no answer
         ans = extracted if use_extracted else call_with_deadline(family.extract, response, sample)

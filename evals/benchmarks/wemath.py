@@ -125,7 +125,7 @@ BENCHMARKS = [WeMath(
     tables=("VOLD Tab.1-3,5: WeMath (score_strict, VLMEvalKit)", "REOPOLD visual table (§5.2): WeMath",
             "PTD-PO Tab.1,2,4: We-Math"),
     scoring="option letter; four-dimensional metrics over each problem's knowledge-concept decomposition",
-    family="choice", headline="score_strict",
+    family="vlm_choice", headline="score_strict",
     required=("ID", "question", "answer", "key", "image_path"), group_by=("steps",),
     notes="VOLD (VLMEvalKit) reports Score (Strict); REOPOLD and PTD-PO (NoisyRollout / PAPO "
           "protocols) report per-question accuracy, so their columns map to 'accuracy'")]
