@@ -222,6 +222,8 @@ class Benchmark:
         # the rule-based extraction runs under the same hard limit as harness.rewards.verify
         # (harness.deadline): an extraction that runs past it counts as no answer
         ans = extracted if use_extracted else call_with_deadline(family.extract, response, sample)
+        if ans is None and not use_extracted and family.fallback is not None:
+            ans = family.fallback(response, sample)     # bounded by its own worker time limit
         value = family.check(ans, sample) if ans is not None else 0.0
         return {"extracted": ans, "score": float(value), "correct": bool(value >= family.pass_mark)}
 
