@@ -227,11 +227,18 @@ def test_fuzz_slice_parity():
 
 
 # ------------------------------------------------------------------ agreement figures
-def agreement() -> dict[str, dict[str, float]]:
-    """Per benchmark on the smoke corpus: n, % parity (ours == VLMEvalKit on our prediction) and %
-    agreement with VLMEvalKit's rule on the whole response."""
+def corpora() -> dict[str, list[tuple[Sample, str]]]:
+    return {"issue kinds": [(MC, r) for r, _ in MC_KINDS] + [(YN, r) for r, _ in YN_KINDS]
+            + [(s, r) for s, r, _ in MV_KINDS],
+            "smoke generations": smoke_corpus(),
+            "fuzz slice": [(s, r) for r in fuzz_slice() for s in FUZZ_SAMPLES]}
+
+
+def agreement(corpus: list[tuple[Sample, str]]) -> dict[str, dict[str, float]]:
+    """Per benchmark: n, % parity (ours == VLMEvalKit's rule on our prediction) and % agreement with
+    VLMEvalKit's rule on the whole response (what it does before asking its judge)."""
     stats: dict[str, list[int]] = {}
-    for s, r in smoke_corpus():
+    for s, r in corpus:
         a = _agree(s, r)
         whole = vlmeval_correct(s, r, whole=True)
         st = stats.setdefault(s.meta["benchmark"], [0, 0, 0, 0])
@@ -241,9 +248,67 @@ def agreement() -> dict[str, dict[str, float]]:
         if whole is not None:
             st[2] += 1
             st[3] += int(ours(s, r) == whole)
-    return {b: {"n": v[0], "parity_%": 100.0 * v[1] / max(v[0], 1), "n_whole": v[2],
-                "whole_response_agreement_%": 100.0 * v[3] / max(v[2], 1)} for b, v in sorted(stats.items())}
+    return {b: {"n": v[0], "parity_%": round(100.0 * v[1] / max(v[0], 1), 1), "n_whole": v[2],
+                "whole_%": round(100.0 * v[3] / max(v[2], 1), 1)} for b, v in sorted(stats.items())}
 
 
 if __name__ == "__main__":
-    print(json.dumps(agreement(), indent=1))
+    for name, corpus in corpora().items():
+        print(name, json.dumps(agreement(corpus)))
+
+
+# ------------------------------------------------------------------ metrics
+def _records(bench: str, n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for s in REGISTRY[bench].load("smoke", smoke_n=n, seed=seed % 3):
+        ok = rng.random() < 0.6
+        out.append({"id": s.id, "score": float(ok), "correct": [ok], "meta": dict(s.meta)})
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_wemath_metrics_match_vlmeval(seed):
+    import pandas as pd
+
+    wm = vr.modules().wemath
+    records = _records("wemath", 40, seed)
+    df = pd.DataFrame({"ID": [r["meta"]["problem"] for r in records], "key": [r["meta"]["key"] for r in records],
+                       "joker": [r["correct"][0] for r in records], "knowledge concept": "c"})
+    merged = {k: wm.evaluate_process_steps_data(df[df["key"].str.contains(f"{k}steps")].copy(), k) for k in (2, 3)}
+    n = len(merged[2]) + len(merged[3])
+    counts, _ = wm.evaluate_compute_final_scores(wm.evaluate_calculate_metrics(merged[2], merged[3]), total_count=n)
+    strict = 100 * (n - 0.5 * counts["InadequateGeneralization"] - counts["RoteMemorization_strict"]
+                    - counts["InsufficientKnowledge"]) / n
+    loose = 100 * (n - 0.5 * counts["InadequateGeneralization"] - counts["RoteMemorization_loose"]
+                   - counts["InsufficientKnowledge"]) / n
+    ones = pd.concat([wm.evaluate_evaluate_steps(merged[k], k) for k in (2, 3)])["joker"]
+    got = REGISTRY["wemath"].aggregate(records)
+    assert got["score_strict"] == pytest.approx(strict)
+    assert got["score_loose"] == pytest.approx(loose)
+    assert got["IG"] == pytest.approx(100 * counts["InadequateGeneralization"] / n)
+    assert got["IK"] == pytest.approx(100 * counts["InsufficientKnowledge"] / n)
+    assert got["CM_strict"] == pytest.approx(100 * counts["CompleteMastery_strict"] / n)
+    assert got["S1"] == pytest.approx(100 * ones.astype(float).mean())
+    assert got["S2"] == pytest.approx(100 * merged[2]["joker_multi"].astype(float).mean())
+    assert got["S3"] == pytest.approx(100 * merged[3]["joker_multi"].astype(float).mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hallusionbench_metrics_match_vlmeval(seed, tmp_path):
+    import pandas as pd
+
+    records = _records("hallusionbench", 32, seed)
+    rows = []
+    for r in records:
+        cat, sub, set_id, fig, q = r["id"].split("/", 1)[1].split("/")
+        rows.append({"index": f"{cat}_{sub}_x_{set_id}_{fig}_{q}", "category": cat, "l2-category": sub,
+                     "score": bool(r["correct"][0])})
+    path = tmp_path / "hallusion.tsv"
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
+    table = vr.modules().yorn.Hallusion_rating(str(path))
+    overall = table[table["split"] == "Overall"].iloc[0]
+    got = REGISTRY["hallusionbench"].aggregate(records)
+    assert got["accuracy"] == pytest.approx(overall["aAcc"])
+    assert got["figure_acc"] == pytest.approx(overall["fAcc"])
+    assert got["question_acc"] == pytest.approx(overall["qAcc"])
