@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from tabulate import tabulate
@@ -60,7 +59,7 @@ def _main(args: argparse.Namespace) -> int:
         summaries = run(args.model, args.benchmarks, out_dir=args.out, limit=args.limit, engine=args.engine,
                         source=args.source, mode=args.mode, k=args.k, temperature=temperature, top_p=args.top_p,
                         max_new_tokens=args.max_new_tokens, judge_url=args.judge, judge_model=args.judge_model,
-                        judge_api_key=os.environ.get(args.judge_api_key_env) if args.judge else None,
+                        judge_api_key_env=args.judge_api_key_env,
                         batch_size=args.batch_size, system=args.system, seed=args.seed, device=args.device,
                         dtype=args.dtype, smoke_n=args.smoke_n, progress=not args.no_progress)
     except (KeyError, ValueError) as e:  # unknown names, bad settings (EvalConfigError names the file)

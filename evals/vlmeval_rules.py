@@ -112,22 +112,10 @@ def can_infer(answer: str, choices: dict[str, str]) -> str | None:
     return got or None
 
 
-def option_prompt(question: str, choices: dict[str, str], prediction: str, dataset: str | None = None) -> str:
-    """VLMEvalKit's answer-matching judge prompt for a multiple-choice item (``multiple_choice``)."""
-    mc = modules().multiple_choice
-    options = modules().smp.build_option_str(choices)
-    build = mc.build_prompt_wemath if dataset == "WeMath" else mc.build_prompt
-    return build(question, options, prediction)
-
-
 # ------------------------------------------------------------------ yes / no
 def yorn_extraction(text: str) -> str:
     """``YOrN_Extraction``: ``"Yes"`` / ``"No"`` when only that word occurs, else ``"Unknown"``."""
     return modules().yorn.YOrN_Extraction(str(text))
-
-
-def yorn_prompt(question: str, prediction: str) -> str:
-    return modules().yorn.YOrN_match_prompt({"question": question, "prediction": prediction})
 
 
 # ------------------------------------------------------------------ MathVista
@@ -148,21 +136,10 @@ def mathvista_post_check(line: dict[str, Any], prefetch: bool = False) -> Any:
     return modules().mathvista.post_check(line, prefetch=prefetch)
 
 
-def mathvista_prompt(line: dict[str, Any]) -> str:
-    return modules().mathvista.build_mathvista_gpt4_prompt(line)
-
-
 # ------------------------------------------------------------------ MathVerse
 def mathverse_post_check(extract: str, answer: str) -> bool:
     """``post_check_score``: the extracted answer equals the gold answer as stripped text."""
     return bool(modules().mathverse.post_check_score({"extract": extract, "answer": answer}, prefetch=False))
-
-
-def mathverse_prompts(question: str, prediction: str, answer: str, extract: str = "") -> tuple[str, str]:
-    """(extraction prompt, scoring prompt) of VLMEvalKit's two-stage MathVerse judge."""
-    mv = modules().mathverse
-    line = {"prediction": prediction, "question_for_eval": question, "answer": answer, "extract": extract}
-    return mv.build_mathverse_gpt4_extract_prompt(line), mv.build_mathverse_gpt4_score_prompt(line)
 
 
 # ------------------------------------------------------------------ MathVision
@@ -281,17 +258,3 @@ def dynamath_auxeval(prediction: str, answer: str, answer_type: str,
         return modules().dynamath.DynaMath_auxeval(model, line)
     except AttributeError:  # free-form with an unparsable JSON reply: short_answer is None there
         return {"parse": False, "extracted": None, "correct": False}
-
-
-# ------------------------------------------------------------------ LogicVista
-def logicvista_hit(res: str, answer: str) -> int | None:
-    """``LogicVista_auxeval``'s check of a judge reply ``res`` (upper-case letters): 1 / 0, or None
-    when VLMEvalKit would reject the reply as unparsable."""
-    if not res.isupper() or not res.isalpha():
-        return None
-    gold = sorted(a.lower() for a in str(answer).split(", "))
-    return int("".join(sorted(c.lower() for c in res)) == "".join(gold))
-
-
-def logicvista_prompt(question: str, prediction: str) -> str:
-    return modules().logicvista.build_prompt_logicvista({"question": question, "prediction": prediction})

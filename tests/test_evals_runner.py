@@ -168,12 +168,12 @@ def test_llm_extractor_against_a_local_server(tmp_path, judge_server):
 
 def test_judge_failure_falls_back_to_rules(judge_server):
     _Handler.replies = ["500", "500", "500"]
-    judge = Judge(judge_server, retries=2, timeout_s=5)
+    judge = Judge(judge_server, max_retries=2, timeout_s=5, sleep=lambda s: None)
     from evals.benchmarks import REGISTRY
     sample = REGISTRY["mmstar"].load("smoke")[0]
-    assert judge.extract(sample, "\\boxed{A}") == (None, "rule") and judge.failures == 1
-    unreachable = Judge("http://127.0.0.1:9", retries=0, timeout_s=2)
-    assert unreachable.extract(sample, "x") == (None, "rule")
+    assert judge.extract(sample.prompt, "\\boxed{A}") is None and judge.failures == 1
+    unreachable = Judge("http://127.0.0.1:9", max_retries=0, timeout_s=2)
+    assert unreachable.extract(sample.prompt, "x") is None
 
 
 def test_parse_reply():
