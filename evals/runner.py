@@ -8,6 +8,8 @@ Layout of ``out_dir``::
                                 judge_scores and judge: protocol, extracted, and every call's
                                 model, prompt sha256 and raw output); appended and flushed per sample
     <benchmark>/config.json     the settings the records were made with (a rerun must match)
+    <benchmark>/vlmeval/<model>_<Dataset>.tsv   the predictions in VLMEvalKit's prediction-file
+                                layout (evals/vlmeval_io.py), for VLMEvalKit's own evaluator
     <benchmark>/summary.json    {benchmark, model, source, n, accuracy, ci95, metrics, metric_ci95,
                                 extractor, mode, k, rule_metrics, judge_metrics, ...}; values in percent
 
@@ -228,6 +230,8 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         records = [done[s.id] for s in samples]
         summary = summarize(bench, records, settings)
         atomic_write_text(bdir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+        from evals.vlmeval_io import file_name, write_predictions
+        write_predictions(name, samples, records, bdir / "vlmeval" / file_name(model_name, name))
         summaries[name] = summary
     return summaries
 
@@ -283,3 +287,17 @@ def _jsonable(v: Any) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+def score_file(benchmark: str, predictions: str | Path, *, out_dir: str | Path, source: str | Path = "hub",
+               limit: int | None = None, smoke_n: int = 2, **kw: Any) -> dict:
+    """Score a prediction file in VLMEvalKit's layout (``evals.vlmeval_io.read_predictions``: one of
+    ours, or VLMEvalKit's own ``{model}_{dataset}`` file) as ``run`` scores generations; the
+    summary of ``benchmark``."""
+    from evals.vlmeval_io import PredictionEngine, read_predictions
+
+    samples = get_benchmark(benchmark).load(source, limit, smoke_n=smoke_n)
+    engine = PredictionEngine(read_predictions(predictions, samples))
+    name = get_benchmark(benchmark).name
+    return run(f"file:{Path(predictions).name}", name, out_dir=out_dir, engine=engine, source=source, limit=limit,
+               smoke_n=smoke_n, **kw)[name]

@@ -189,3 +189,22 @@ def test_cli_list_and_errors(capsys):
     assert all(name in out for name in ("mathvista", "wemath", "tallyqa", "vlms_are_blind"))
     assert cli_main(["run", "--model", "m", "--benchmarks", "nope", "--out", "unused"]) == 2
     assert "unknown benchmark 'nope'" in capsys.readouterr().err
+
+
+def test_run_defaults_a_new_user_can_live_with(monkeypatch):
+    import evals.runner as runner
+
+    seen = {}
+
+    def fake_run(model, benchmarks, **kw):
+        seen[model] = kw
+        return {}
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    assert cli_main(["run", "--model", "smoke:qwen2_5_vl", "--benchmarks", "mmstar"]) == 0
+    assert cli_main(["run", "--model", "org/Some-VL-7B", "--benchmarks", "mmstar"]) == 0
+    assert cli_main(["run", "--model", "org/x", "--benchmarks", "mmstar", "--source", "smoke"]) == 0
+    smoke, full, src = seen["smoke:qwen2_5_vl"], seen["org/Some-VL-7B"], seen["org/x"]
+    assert smoke["max_new_tokens"] == 16 and src["max_new_tokens"] == 16 and full["max_new_tokens"] == 1024
+    assert smoke["out_dir"] == "runs/evals/smoke_qwen2_5_vl" and full["out_dir"] == "runs/evals/org_Some-VL-7B"
+    assert smoke["device"] in ("cpu", "cuda")
