@@ -107,6 +107,7 @@ def summarize(bench: Benchmark, records: list[dict], settings: RunSettings, n_re
         "benchmark": bench.name, "model": settings.model, "source": settings.source,
         "hf_id": bench.hf_id, "config": bench.config, "split": ",".join(bench.splits),
         "revision": bench.revision(), "n": len(records),
+        "revision_sha": bench.revision_sha() if settings.source == "hub" else None,
         "accuracy": metrics.get("accuracy", float("nan")),
         "ci95": metric_ci.get("accuracy", [float("nan"), float("nan")]),
         "headline": bench.headline, "metrics": metrics, "metric_ci95": metric_ci,
