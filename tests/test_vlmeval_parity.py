@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import ssl
 from functools import lru_cache
 from pathlib import Path
 
@@ -92,17 +91,27 @@ def _agree(sample: Sample, response: str) -> bool | None:
 
 # ------------------------------------------------------------------ the shim
 def test_shim_keeps_global_state():
-    from PIL import Image
+    """In a fresh interpreter: loading the rules leaves TLS verification and PIL's pixel limit as
+    they were, and imports neither VLMEvalKit's package __init__ nor its API / model modules."""
+    import subprocess
     import sys
 
-    before_ctx, before_px = ssl._create_default_https_context, Image.MAX_IMAGE_PIXELS
-    vr.modules.cache_clear()
-    vr.modules()
-    assert ssl._create_default_https_context is before_ctx
-    assert ssl.create_default_context().verify_mode == ssl.CERT_REQUIRED
-    assert Image.MAX_IMAGE_PIXELS == before_px
-    assert "vlmeval.api" not in sys.modules and "vlmeval.vlm" not in sys.modules
-    assert vr._installed_version() == vr.VLMEVAL_VERSION
+    code = (
+        "import ssl, sys; from PIL import Image\n"
+        "ctx, px = ssl._create_default_https_context, Image.MAX_IMAGE_PIXELS\n"
+        "from evals import vlmeval_rules as vr; vr.modules()\n"
+        "assert ssl._create_default_https_context is ctx, 'ssl default context changed'\n"
+        "assert ssl.create_default_context().verify_mode == ssl.CERT_REQUIRED\n"
+        "assert Image.MAX_IMAGE_PIXELS == px, 'PIL MAX_IMAGE_PIXELS changed'\n"
+        "bad = [m for m in sys.modules if m.startswith(('vlmeval.api', 'vlmeval.vlm', 'vlmeval.tools'))]\n"
+        "assert not bad, bad\n"
+        "assert not hasattr(sys.modules['vlmeval'], 'load_env'), 'the package __init__ ran'\n"
+        "assert vr._installed_version() == vr.VLMEVAL_VERSION\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_missing_vlmeval_is_one_clear_line(monkeypatch):
