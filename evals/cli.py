@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     return run_reporting_errors("evals", lambda: _main(args))
 
 
+def _side(summary: dict, kind: str) -> str:
+    """The headline value by ``kind`` ("rule" / "judge") scores, for the side-by-side columns."""
+    m = summary.get(f"{kind}_metrics") or {}
+    v = m.get(summary["headline"], m.get("accuracy"))
+    return "-" if v is None else f"{v:.2f}"
+
+
 def _main(args: argparse.Namespace) -> int:
     if args.cmd == "list":
         from evals.benchmarks import REGISTRY
@@ -123,8 +130,10 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_USER_ERROR
     rows = [(name, s["n"], f"{s['accuracy']:.2f}", f"[{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}]",
              s["headline"], f"{(s['metrics'].get(s['headline'], s['accuracy'])):.2f}")
+            + ((_side(s, "rule"), _side(s, "judge")) if args.judge else ())
             for name, s in summaries.items()]
-    print(tabulate(rows, headers=["benchmark", "n", "accuracy", "95% CI", "headline", "value"]))
+    headers = ["benchmark", "n", "accuracy", "95% CI", "headline", "value"]
+    print(tabulate(rows, headers=headers + (["rule", "judge"] if args.judge else [])))
     print(json.dumps({"out": str(args.out)}))
     return 0
 

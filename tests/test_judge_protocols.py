@@ -153,3 +153,17 @@ def test_judge_client_retries_and_reports():
     assert call["prompt_sha"] == hashlib.sha256(b"p").hexdigest()[:16] and "error" in call
     assert j.take_log() == []
     assert base_url("http://h:8000") == base_url("http://h:8000/v1/chat/completions") == "http://h:8000/v1"
+
+
+def test_cli_prints_rule_and_judge_side_by_side(tmp_path, server, monkeypatch, capsys):
+    import evals.runner as runner
+    from evals.cli import main as cli_main
+
+    monkeypatch.setattr(runner, "make_engine", lambda *a, **k: FakeEngine(prose))
+    assert cli_main(["run", "--model", "fake", "--benchmarks", "mmstar", "--source", "smoke", "--smoke-n", "2",
+                     "--judge", server, "--judge-model", "m", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("benchmark"))
+    assert header.split()[-2:] == ["rule", "judge"]
+    row = next(line for line in out.splitlines() if line.startswith("mmstar"))
+    assert [float(x) for x in row.split()[-2:]] == [0.0, 100.0]
