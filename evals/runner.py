@@ -4,10 +4,14 @@ it completes, and summarise with bootstrap confidence intervals.
 Layout of ``out_dir``::
 
     <benchmark>/records.jsonl   one record per sample (id, prompt_hash, responses, extracted,
-                                correct, score, time_s, meta); appended and flushed per sample
+                                correct, score, rule_scores, time_s, meta; with a judge also
+                                judge_scores and judge: protocol, extracted, and every call's
+                                model, prompt sha256 and raw output); appended and flushed per sample
     <benchmark>/config.json     the settings the records were made with (a rerun must match)
+    <benchmark>/vlmeval/<model>_<Dataset>.tsv   the predictions in VLMEvalKit's prediction-file
+                                layout (evals/vlmeval_io.py), for VLMEvalKit's own evaluator
     <benchmark>/summary.json    {benchmark, model, source, n, accuracy, ci95, metrics, metric_ci95,
-                                extractor, mode, k, ...}; values in percent
+                                extractor, mode, k, rule_metrics, judge_metrics, ...}; values in percent
 
 A rerun skips every sample whose id *and* prompt hash are already recorded, so an interrupted
 evaluation resumes where it stopped and a finished one is only re-summarised.
@@ -29,7 +33,7 @@ from harness.jsonl import append_jsonl, read_jsonl, repair_torn_tail
 from harness.rollout.base import RolloutEngine
 from harness.types import Sample, SamplingParams
 
-from evals import prompts
+from evals import prompts, scoring
 from evals.benchmarks import get_benchmark, resolve_names
 from evals.benchmarks.base import Benchmark
 from evals.stats import bootstrap_ci, pass_at_k
@@ -103,12 +107,14 @@ def summarize(bench: Benchmark, records: list[dict], settings: RunSettings, n_re
         "benchmark": bench.name, "model": settings.model, "source": settings.source,
         "hf_id": bench.hf_id, "config": bench.config, "split": ",".join(bench.splits),
         "revision": bench.revision(), "n": len(records),
+        "revision_sha": bench.revision_sha() if settings.source == "hub" else None,
         "accuracy": metrics.get("accuracy", float("nan")),
         "ci95": metric_ci.get("accuracy", [float("nan"), float("nan")]),
         "headline": bench.headline, "metrics": metrics, "metric_ci95": metric_ci,
         "extractor": extractors[0] if len(extractors) == 1 else extractors,
         "mode": settings.mode, "k": settings.k, "temperature": settings.temperature, "top_p": settings.top_p,
         "max_new_tokens": settings.max_new_tokens, "system": settings.system,
+        "rule_metrics": side_by_side(bench, records, "rule"), "judge_metrics": side_by_side(bench, records, "judge"),
     }
 
 
@@ -148,6 +154,7 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         engine: str | RolloutEngine = "hf", source: str | Path = "hub", mode: str = "greedy", k: int = 1,
         temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 1024,
         judge_url: str | None = None, judge_model: str = "gpt-4o-mini", judge_api_key: str | None = None,
+        judge_api_key_env: str | None = "OPENAI_API_KEY", judge_timeout_s: float = 60.0, judge_retries: int = 6,
         batch_size: int = 8, system: str | None = None, seed: int = 0, device: str = "cpu",
         dtype: str = "float32", smoke_n: int = 2, progress: bool = True,
         on_record: Callable[[dict], None] | None = None) -> dict[str, dict]:
@@ -157,8 +164,10 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
     sample at ``temperature`` / ``top_p`` and reports Acc@k (mean accuracy over the draws, the
     ``accuracy`` field) and pass@k. ``engine`` is ``"hf"``, ``"vllm"`` or a ready RolloutEngine
     (the model is only loaded when some sample still needs generating). ``system`` is a system
-    prompt or a key of ``evals.prompts.SYSTEM_PROMPTS``. With ``judge_url`` an LLM extracts the
-    final answer (VLMEvalKit style); rule-based extraction is the default.
+    prompt or a key of ``evals.prompts.SYSTEM_PROMPTS``. With ``judge_url`` each response is also
+    scored by VLMEvalKit's judge protocol for its benchmark (``evals.judge_protocols``) over that
+    OpenAI-compatible endpoint; records and summaries hold rule and judge scores side by side
+    (``rule_metrics`` / ``judge_metrics``). Rule-based scoring alone is the default.
     """
     if mode == "greedy":
         if k != 1:
@@ -176,7 +185,8 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
     judge = None
     if judge_url:
         from evals.judge import Judge
-        judge = Judge(judge_url, model=judge_model, api_key=judge_api_key)
+        judge = Judge(judge_url, model=judge_model, api_key=judge_api_key, api_key_env=judge_api_key_env,
+                      timeout_s=judge_timeout_s, max_retries=judge_retries)
     extractor = judge.name if judge else "rule"
     out = require_directory(out_dir, "--out directory")
     sampling = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
@@ -221,31 +231,55 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         records = [done[s.id] for s in samples]
         summary = summarize(bench, records, settings)
         atomic_write_text(bdir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+        from evals.vlmeval_io import file_name, write_predictions
+        write_predictions(name, samples, records, bdir / "vlmeval" / file_name(model_name, name))
         summaries[name] = summary
     return summaries
 
 
 def score_sample(bench: Benchmark, sample: Sample, responses: list[str], judge: Any = None) -> dict:
-    """The record of one sample: each response scored, plus the sample-level mean."""
-    extracted, scores, correct, extractor = [], [], [], "rule"
-    for resp in responses:
-        if judge is not None:
-            ans, extractor = judge.extract(sample, resp)
-            res = (bench.score(sample, resp, ans, use_extracted=True) if extractor != "rule"
-                   else bench.score(sample, resp))
-        else:
-            res = bench.score(sample, resp)
-        extracted.append(res["extracted"])
-        scores.append(res["score"])
-        correct.append(res["correct"])
-    return {
-        "id": sample.id, "benchmark": bench.name, "answer": sample.answer,
-        "response": responses[0] if len(responses) == 1 else None,
-        "responses": responses if len(responses) > 1 else None,
+    """The record of one sample: each response scored by the rules and (with ``judge``) by the
+    judge protocol (``evals.judge_protocols``), side by side; ``scores`` / ``correct`` / ``score``
+    are the judge's where it answered (every call of that response succeeded), else the rules'."""
+    rule = [bench.score(sample, resp) for resp in responses]
+    extracted = [r["extracted"] for r in rule]
+    scores, correct = [r["score"] for r in rule], [r["correct"] for r in rule]
+    record: dict[str, Any] = {"id": sample.id, "benchmark": bench.name, "answer": sample.answer,
+                              "response": responses[0] if len(responses) == 1 else None,
+                              "responses": responses if len(responses) > 1 else None}
+    extractor = "rule"
+    if judge is not None:
+        from evals.judge_protocols import judge_score
+
+        family = scoring.FAMILIES[sample.meta.get("family", bench.family)]
+        judged = []
+        for i, resp in enumerate(responses):
+            ext, value, protocol = judge_score(bench, sample, resp, judge)
+            calls = judge.take_log()
+            failed = any("error" in c for c in calls)
+            judged.append({"protocol": protocol, "extracted": ext, "score": value, "failed": failed, "calls": calls})
+            if not failed:
+                extracted[i], scores[i], correct[i] = ext, value, bool(value >= family.pass_mark)
+                extractor = judge.name
+        record.update({"judge_scores": [j["score"] for j in judged], "judge_correct":
+                       [bool(j["score"] >= family.pass_mark) for j in judged], "judge": judged})
+    record.update({
         "extracted": extracted if len(extracted) > 1 else extracted[0],
         "scores": scores, "correct": correct, "score": sum(scores) / len(scores),
+        "rule_scores": [r["score"] for r in rule], "rule_correct": [r["correct"] for r in rule],
         "extractor": extractor, "meta": {k: v for k, v in sample.meta.items() if _jsonable(v)},
-    }
+    })
+    return record
+
+
+def side_by_side(bench: Benchmark, records: list[dict], kind: str) -> dict[str, float] | None:
+    """The benchmark's metrics (percent) from the ``kind`` ("rule" / "judge") scores of the records;
+    None when some record has none."""
+    if not records or any(f"{kind}_scores" not in r for r in records):
+        return None
+    alt = [{**r, "scores": r[f"{kind}_scores"], "correct": r[f"{kind}_correct"],
+            "score": sum(r[f"{kind}_scores"]) / len(r[f"{kind}_scores"])} for r in records]
+    return bench.aggregate(alt)
 
 
 def _jsonable(v: Any) -> bool:
@@ -254,3 +288,17 @@ def _jsonable(v: Any) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+def score_file(benchmark: str, predictions: str | Path, *, out_dir: str | Path, source: str | Path = "hub",
+               limit: int | None = None, smoke_n: int = 2, **kw: Any) -> dict:
+    """Score a prediction file in VLMEvalKit's layout (``evals.vlmeval_io.read_predictions``: one of
+    ours, or VLMEvalKit's own ``{model}_{dataset}`` file) as ``run`` scores generations; the
+    summary of ``benchmark``."""
+    from evals.vlmeval_io import PredictionEngine, read_predictions
+
+    samples = get_benchmark(benchmark).load(source, limit, smoke_n=smoke_n)
+    engine = PredictionEngine(read_predictions(predictions, samples))
+    name = get_benchmark(benchmark).name
+    return run(f"file:{Path(predictions).name}", name, out_dir=out_dir, engine=engine, source=source, limit=limit,
+               smoke_n=smoke_n, **kw)[name]

@@ -10,13 +10,18 @@ checked against the gold answer.
 - ``yes_no``: yes / no.
 - ``anls``: average normalised Levenshtein similarity over the gold answers (InfographicVQA).
 - ``text``: normalised exact match (numbers compared as numbers).
+- ``vlm_choice``, ``vlm_yorn``, ``mathvista``, ``mathvision``, ``dynamath``, ``mathverse``:
+  VLMEvalKit's own rule functions (``evals.vlmeval_families``) for the benchmarks it scores by rule.
 
 Extraction is rule-based (the offline default). The final answer is the *last* ``\\boxed{}`` (or
-``Answer:`` line) as returned by ``harness.rewards.extract_answer``; no answer scores 0. Nothing
+``Answer:`` line) as returned by ``harness.rewards.extract_answer``; for free-form math
+(``numeric``, ``math``, ``mathverse``) a response without one falls back to math-verify's own
+extraction (``mathverify_answer``), as the rewards do; no answer scores 0. Nothing
 here evaluates model output as code.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 from dataclasses import dataclass
@@ -41,6 +46,14 @@ def final_answer(response: str) -> str | None:
         return None
     ans = ans.strip()
     return ans or None
+
+
+def mathverify_answer(response: str, sample: Sample | None = None) -> str | None:
+    """math-verify's own extraction of an unmarked final answer (display math, relations, matrices,
+    a trailing number...), in its worker under the verification time limit; None when none."""
+    from harness.rewards import mathverify_extract
+
+    return mathverify_extract(_tail(response or ""), timeout_s=VERIFY_TIMEOUT_S)
 
 
 # ------------------------------------------------------------------ text normalisation
@@ -123,6 +136,8 @@ class Family:
     extract: Callable[[str, Sample], str | None]
     check: Callable[[str, Sample], float]
     pass_mark: float = 1.0
+    prepare: Callable[[], object] | None = None   # one-time loading, run outside the extraction deadline
+    fallback: Callable[[str, Sample], str | None] | None = None   # when ``extract`` finds no answer
 
 
 def _letters(sample: Sample) -> list[str]:
@@ -277,10 +292,27 @@ def check_text(ans: str, sample: Sample) -> float:
     return float(normalize_text(ans) == normalize_text(gold) and bool(normalize_text(gold)))
 
 
+def _vlmeval_families() -> dict[str, Family]:
+    from evals import vlmeval_families as vf
+    from evals.vlmeval_rules import modules
+
+    fams = {
+        "vlm_choice": Family("vlm_choice", vf.extract_vlm_choice, vf.check_vlm_choice),
+        "vlm_yorn": Family("vlm_yorn", vf.extract_vlm_yorn, vf.check_vlm_yorn),
+        "mathvista": Family("mathvista", vf.extract_prediction, vf.check_mathvista),
+        "mathvision": Family("mathvision", vf.extract_prediction, vf.check_mathvision),
+        "dynamath": Family("dynamath", vf.extract_prediction, vf.check_dynamath),
+        "mathverse": Family("mathverse", lambda r, s: final_answer(r), vf.check_mathverse,
+                            fallback=mathverify_answer),
+    }
+    return {k: dataclasses.replace(f, prepare=modules) for k, f in fams.items()}
+
+
 FAMILIES: dict[str, Family] = {
+    **_vlmeval_families(),
     "choice": Family("choice", extract_choice_answer, check_choice),
-    "numeric": Family("numeric", lambda r, s: final_answer(r), check_numeric),
-    "math": Family("math", lambda r, s: final_answer(r), check_math),
+    "numeric": Family("numeric", lambda r, s: final_answer(r), check_numeric, fallback=mathverify_answer),
+    "math": Family("math", lambda r, s: final_answer(r), check_math, fallback=mathverify_answer),
     "yes_no": Family("yes_no", extract_yes_no, check_yes_no),
     "anls": Family("anls", extract_short, check_anls, pass_mark=0.5),
     "text": Family("text", extract_short, check_text),

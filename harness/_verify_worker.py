@@ -2,7 +2,9 @@
 
 Run as a plain script (no ``harness`` import) by ``harness.rewards._Worker``. Protocol on
 stdin/stdout: the worker prints ``{"ready": true}`` once its imports are done, then answers each
-request line ``{"gold": str, "pred": str}`` with ``{"equal": bool}``. The parent enforces the
+request line ``{"gold": str, "pred": str}`` with ``{"equal": bool}`` and each ``{"extract": str}``
+(a whole response) with ``{"answer": str | null}``: the text math-verify's own extraction (its
+LaTeX and expression configs, as a plain ``parse(response)`` call) finds as the final answer. The parent enforces the
 time limit by killing this process; math-verify's own signal-based timeouts are switched off
 (``parsing_timeout=None``, ``timeout_seconds=None``).
 
@@ -20,6 +22,8 @@ import signal
 import sys
 
 _SAFE_EXPR = re.compile(r"[0-9.\s+\-*/()]*")
+# one comma between digit runs, not a thousands separator (which has exactly three digits after it)
+_COMMA_DECIMAL = re.compile(r"[-+]?\d{1,40},(?:\d{1,2}|\d{4,40})")
 
 
 def _install_guards(memory_mb: int) -> None:
@@ -67,16 +71,30 @@ def main() -> None:
 
     def equal(gold: str, pred: str) -> bool:
         g, p = parsed(gold), parsed(pred)
-        return bool(g and p and verify(g, p, timeout_seconds=None))
+        if g and p and verify(g, p, timeout_seconds=None):
+            return True
+        body = pred.strip().strip("$").strip()
+        if _COMMA_DECIMAL.fullmatch(body):  # "3,5": math-verify's plain-text reading is 3.5
+            p = parse(body, configs, parsing_timeout=None)
+            return bool(g and p and verify(g, p, timeout_seconds=None))
+        return False
+
+    def extract(response: str):
+        found = parse(response, configs, parsing_timeout=None)
+        return str(found[1]) if len(found) >= 2 else None
 
     reply.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
+        req = None
         try:
             req = json.loads(line)
-            result = equal(str(req["gold"]), str(req["pred"]))
-        except BaseException:  # noqa: BLE001 - any failure means "not verified"
-            result = False
-        reply.write(json.dumps({"equal": result}) + "\n")
+            if "extract" in req:
+                out = {"answer": extract(str(req["extract"]))}
+            else:
+                out = {"equal": equal(str(req["gold"]), str(req["pred"]))}
+        except BaseException:  # noqa: BLE001 - any failure means "not verified" / no answer
+            out = {"answer": None} if isinstance(req, dict) and "extract" in req else {"equal": False}
+        reply.write(json.dumps(out) + "\n")
 
 
 if __name__ == "__main__":

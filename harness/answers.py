@@ -210,8 +210,10 @@ def extract_choice(text: str, letters: str = OPTION_LETTERS) -> str | None:
 
     From the extracted final answer (``extract_answer``): a leading letter in any of the forms
     ``B``, ``(B)``, ``B.``, ``B)``, ``B:``, ``B. 12``, ``\\text{B}``, ``Option B``; else the one
-    letter standing alone among its tokens. If there is no final answer at all: the last
-    "option/choice (is) B" in the text, else VLMEvalKit's token rule on the whole text.
+    letter standing alone among its tokens. If there is no final answer at all: the letter of the
+    "option/choice (is) B" phrases when they all name the same one (a text that mentions several
+    options, e.g. rejects option C after choosing B, settles nothing), else VLMEvalKit's token rule
+    on the whole text.
     An extracted answer without a letter (e.g. ``12``) gives None: callers that know the
     option texts use ``match_choice_text``.
     """
@@ -224,16 +226,16 @@ def extract_choice(text: str, letters: str = OPTION_LETTERS) -> str | None:
         s = _unwrap_text(ans).strip().strip("*$ ")
         s = _OPTION_PREFIX_RE.sub("", s)
         # no "," after the letter: "A, B" lists two options (VLMEvalKit: no answer)
-        m = re.match(r"\(([A-Z])\)(?![\w])|([A-Z])(?=\Z|[.:)\]}])", s)
+        # "B; C is ruled out": the named letter, then a clause about another one
+        m = re.match(r"\(([A-Z])\)(?![\w])|([A-Z])(?=\Z|[.:;)\]}])", s)
         letter = m and (m.group(1) or m.group(2))
         if letter and letter in letters:
             return letter
         return _letter_tokens(s, letters)
-    last = None
-    for last in _OPTION_WORD_RE.finditer(text):
-        pass
-    if last is not None and last.group(1) in letters:
-        return last.group(1)
+    named = {m.group(1) for m in _OPTION_WORD_RE.finditer(text)}
+    if named:
+        only = named.pop() if len(named) == 1 else None
+        return only if only in letters else None
     return _letter_tokens(text, letters)
 
 

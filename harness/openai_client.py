@@ -63,6 +63,8 @@ class ChatClient:
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     seed: Optional[int] = None
     """Seeds the jitter (tests)."""
+    api_key: Optional[str] = field(default=None, repr=False)
+    """The key itself (takes precedence over ``api_key_env``); never printed."""
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -74,7 +76,7 @@ class ChatClient:
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        key = self.api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers

@@ -20,7 +20,11 @@ Equivalence conventions (documented decisions):
 - Units are dropped, not compared: ``12 cm == 12``, ``12\\,\\text{cm} == 12`` (and ``12 m == 12 cm``).
 - Sets are unordered (``{1,2} == {2,1}``); interval ends matter (``[1,2) != (1,2]``);
   ``x = 3`` equals ``3``; ``\\dfrac``/``\\tfrac`` are ``\\frac``; LaTeX and plain forms compare equal.
-- No extractable final answer, or an answer longer than ``MAX_ANSWER_CHARS``: False. For a letter
+- No marked final answer (no box, answer tag or "answer is" marker): math-verify's own extraction
+  (``mathverify_extract``: display math, relations, matrices, a trailing number, in the worker
+  under the same time limit) supplies it, so unmarked answers score as a plain math-verify call
+  scores them. ``3,5`` (one comma, not a thousands separator) also reads as 3.5, as math-verify
+  reads it in plain text. No answer at all, or one longer than ``MAX_ANSWER_CHARS``: False. For a letter
   gold, an explicit "option/choice (is) B" also counts as stated; a letter (or option text) that
   merely occurs somewhere in an answer-free response does not.
 
@@ -64,6 +68,7 @@ from harness.deadline import call_with_deadline
 
 __all__ = [
     "extract_answer",
+    "mathverify_extract",
     "extract_choice",
     "match_choice_text",
     "verify",
@@ -195,6 +200,11 @@ class _Pool:
             self.cond.notify()
 
     def equal(self, gold: str, pred: str, timeout_s: float) -> bool:
+        reply = self.ask({"gold": gold, "pred": pred}, timeout_s)
+        return bool(reply and reply.get("equal"))
+
+    def ask(self, request: dict, timeout_s: float) -> dict | None:
+        """The worker's reply to ``request``, or None (failed to start, died, or ran past ``timeout_s``)."""
         worker = self._acquire()
         healthy = False
         try:
@@ -203,21 +213,21 @@ class _Pool:
                 if not hello or not hello.get("ready"):
                     self._count("failures")
                     logger.error("math-verify worker failed to start (is math-verify installed?)")
-                    return False
+                    return None
                 worker.ready = True
             self._count("calls")
-            if not worker.send({"gold": gold, "pred": pred}):
+            if not worker.send(request):
                 self._count("failures")
-                return False
+                return None
             reply = worker.read_line(time.monotonic() + timeout_s)
             if reply is None:
                 alive = worker.proc.poll() is None
                 self._count("timeouts" if alive else "failures")
                 if alive:
                     logger.warning("verify: math-verify ran past %.1fs; worker killed", timeout_s)
-                return False
+                return None
             healthy = True
-            return bool(reply.get("equal"))
+            return reply
         finally:
             self._release(worker, healthy)
 
@@ -353,9 +363,32 @@ def _verify(response, gold, timeout_s, choices, letters) -> bool:
     if not isinstance(decided, tuple):
         return bool(decided)
     gold_ans, pred = decided
+    if pred is None:  # no marked final answer: math-verify's own extraction of the response
+        pred = mathverify_extract(response, timeout_s)
+        if pred is None:
+            return False
+        decided = call_with_deadline(_decide_answer, pred, gold_ans, timeout_s=timeout_s, default=False)
+        if not isinstance(decided, tuple):
+            return bool(decided)
     if len(pred) > MAX_ANSWER_CHARS or len(gold_ans) > MAX_ANSWER_CHARS or timeout_s <= 0:
         return False
     return _pool().equal(gold_ans, pred, float(timeout_s))
+
+
+def mathverify_extract(response: str, timeout_s: float = 5.0) -> str | None:
+    """The final answer math-verify's own extraction finds in ``response`` (``parse`` with its
+    LaTeX and expression configs: the last ``\\boxed{}``, a "final answer is" phrase, the last
+    math environment, display math, a trailing number...), as text; None when it finds none or
+    runs past ``timeout_s`` (the worker is then killed). Never raises."""
+    if not isinstance(response, str) or not response.strip() or timeout_s <= 0:
+        return None
+    try:
+        reply = _pool().ask({"extract": _window(response)}, float(timeout_s))
+    except Exception:  # noqa: BLE001 - a reward must never crash the trainer
+        logger.exception("math-verify extraction failed")
+        return None
+    ans = reply.get("answer") if reply else None
+    return ans if isinstance(ans, str) and ans.strip() and len(ans) <= MAX_ANSWER_CHARS else None
 
 
 def _decide(response, gold, choices, letters) -> bool | tuple[str, str]:
@@ -379,7 +412,13 @@ def _decide(response, gold, choices, letters) -> bool | tuple[str, str]:
 
     pred = extract_answer(response)
     if pred is None:
-        return False
+        return gold_ans, None  # the caller asks math-verify's own extraction
+    return _decide_answer(pred, gold_ans)
+
+
+def _decide_answer(pred: str, gold_ans: str) -> bool | tuple[str, str]:
+    """An extracted answer against the gold answer: True / False when decided as text or as plain
+    numbers, else ``(gold answer, predicted answer)`` for math-verify."""
     if normalize_answer(pred) == normalize_answer(gold_ans):
         return True
     if pred.lower() == gold_ans.lower() and pred.replace(" ", "").isalpha():

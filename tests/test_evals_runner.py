@@ -168,12 +168,12 @@ def test_llm_extractor_against_a_local_server(tmp_path, judge_server):
 
 def test_judge_failure_falls_back_to_rules(judge_server):
     _Handler.replies = ["500", "500", "500"]
-    judge = Judge(judge_server, retries=2, timeout_s=5)
+    judge = Judge(judge_server, max_retries=2, timeout_s=5, sleep=lambda s: None)
     from evals.benchmarks import REGISTRY
     sample = REGISTRY["mmstar"].load("smoke")[0]
-    assert judge.extract(sample, "\\boxed{A}") == (None, "rule") and judge.failures == 1
-    unreachable = Judge("http://127.0.0.1:9", retries=0, timeout_s=2)
-    assert unreachable.extract(sample, "x") == (None, "rule")
+    assert judge.extract(sample.prompt, "\\boxed{A}") is None and judge.failures == 1
+    unreachable = Judge("http://127.0.0.1:9", max_retries=0, timeout_s=2)
+    assert unreachable.extract(sample.prompt, "x") is None
 
 
 def test_parse_reply():
@@ -189,3 +189,22 @@ def test_cli_list_and_errors(capsys):
     assert all(name in out for name in ("mathvista", "wemath", "tallyqa", "vlms_are_blind"))
     assert cli_main(["run", "--model", "m", "--benchmarks", "nope", "--out", "unused"]) == 2
     assert "unknown benchmark 'nope'" in capsys.readouterr().err
+
+
+def test_run_defaults_a_new_user_can_live_with(monkeypatch):
+    import evals.runner as runner
+
+    seen = {}
+
+    def fake_run(model, benchmarks, **kw):
+        seen[model] = kw
+        return {}
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    assert cli_main(["run", "--model", "smoke:qwen2_5_vl", "--benchmarks", "mmstar"]) == 0
+    assert cli_main(["run", "--model", "org/Some-VL-7B", "--benchmarks", "mmstar"]) == 0
+    assert cli_main(["run", "--model", "org/x", "--benchmarks", "mmstar", "--source", "smoke"]) == 0
+    smoke, full, src = seen["smoke:qwen2_5_vl"], seen["org/Some-VL-7B"], seen["org/x"]
+    assert smoke["max_new_tokens"] == 16 and src["max_new_tokens"] == 16 and full["max_new_tokens"] == 1024
+    assert smoke["out_dir"] == "runs/evals/smoke_qwen2_5_vl" and full["out_dir"] == "runs/evals/org_Some-VL-7B"
+    assert smoke["device"] in ("cpu", "cuda")

@@ -77,6 +77,11 @@ MC = Sample(id="f", prompt="q", answer="B", choices={"A": "3", "B": "12", "C": "
             meta={"multi_answer": True})
 NUM = Sample(id="f", prompt="q", answer="0.5", meta={"precision": 2})
 TXT = Sample(id="f", prompt="q", answer="yes", meta={"answers": ["yes", "yeah"]})
+YN = Sample(id="f", prompt="q", answer="yes", meta={"benchmark": "hallusionbench"})
+MV = Sample(id="f", prompt="q", answer="12", meta={"family": "mathvista", "answer_type": "integer"})
+MVIS = Sample(id="f", prompt="q", answer="1/2", meta={"family": "mathvision"})
+DM = Sample(id="f", prompt="q", answer="0.5", meta={"family": "dynamath", "answer_type": "float"})
+NOOPT = Sample(id="f", prompt="q", answer="B", meta={"family": "vlm_choice", "letters": list("ABCD")})
 
 # name -> response -> anything; every in-process entry point (verify on its fast path: timeout_s=0)
 ENTRY_POINTS = {
@@ -101,6 +106,12 @@ ENTRY_POINTS = {
     "scoring.text": lambda r: scoring.check_text(scoring.extract_short(r, TXT) or "", TXT),
     "scoring.check_choice": lambda r: scoring.check_choice(r, MC),
     "benchmark.score(mmstar)": lambda r: REGISTRY["mmstar"].score(MC, r),
+    # VLMEvalKit's rule functions (evals.vlmeval_families)
+    "benchmark.score(hallusionbench)": lambda r: REGISTRY["hallusionbench"].score(YN, r),
+    "benchmark.score(mathvista)": lambda r: REGISTRY["mathvista"].score(MV, r),
+    "benchmark.score(mathvision)": lambda r: REGISTRY["mathvision"].score(MVIS, r),
+    "benchmark.score(dynamath)": lambda r: REGISTRY["dynamath"].score(DM, r),
+    "benchmark.score(mmmu_pro, no options)": lambda r: REGISTRY["mmmu_pro"].score(NOOPT, r),
 }
 
 

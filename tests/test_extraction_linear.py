@@ -55,3 +55,31 @@ def test_long_responses_are_read_from_their_tail():
     assert extract_answer("\\boxed{" + filler + "} so \\boxed{7}") == "7"
     assert last_boxed("\\boxed{3}" + filler) is None  # beyond the window: no answer
     assert extract_choice(filler + " The answer is (C).") == "C"
+
+
+# VLMEvalKit's rule functions (evals.vlmeval_families) on the responses that stress them: token
+# lists, yes/no runs, digit runs, brace runs (its DynaMath rule looks for a JSON object)
+def _score(bench: str, sample: Sample):
+    from evals.benchmarks import REGISTRY
+
+    return lambda s: REGISTRY[bench].score(sample, s)
+
+
+_MC = Sample(id="t", prompt="q", answer="B", choices={"A": "3", "B": "12", "C": "7"}, meta={"benchmark": "mmstar"})
+_YN = Sample(id="t", prompt="q", answer="yes", meta={"benchmark": "hallusionbench"})
+_MV = Sample(id="t", prompt="q", answer="12", meta={"benchmark": "mathvista", "family": "mathvista",
+                                                  "answer_type": "integer"})
+_DM = Sample(id="t", prompt="q", answer="0.5", meta={"benchmark": "dynamath", "family": "dynamath",
+                                                   "answer_type": "float"})
+
+
+@pytest.mark.parametrize("bench,sample,make", [
+    ("mmstar", _MC, lambda n: "A B C " * n),
+    ("mmstar", _MC, lambda n: "12 " * n + "\n."),
+    ("hallusionbench", _YN, lambda n: "yes, no; " * n + "\nok"),
+    ("mathvista", _MV, lambda n: "9" * n + "\n."),
+    ("dynamath", _DM, lambda n: "{" * n + "\"short answer\": 1" + "}" * n + "\n."),
+], ids=["choice-letters", "choice-text", "yes-no", "mathvista-digits", "dynamath-braces"])
+def test_vlmeval_rules_are_linear(bench, sample, make):
+    _score(bench, sample)("warm up")          # loads VLMEvalKit's modules outside the measurement
+    assert doubling_ratio(_score(bench, sample), make, 2000) <= MAX_RATIO

@@ -296,3 +296,16 @@ def test_last_boxed_matches_braces_linearly():
     t0 = time.monotonic()
     assert last_boxed(text) == "a{" * 20000 + "}" * 20000
     assert time.monotonic() - t0 < 1.0
+
+
+@pytest.mark.parametrize("response,expected", [
+    ("Option B is right, and option C is rejected.", None),   # several options named: not settled
+    ("Choice B fits; choice B it is", "B"),
+    ("The answer is B; C is ruled out.", "B"),                 # the answer, then a clause about C
+    ("The answer is B. It is not C.", "B"),
+])
+def test_choice_kinds_of_issue_16(response, expected):
+    from harness.answers import extract_choice
+
+    assert extract_choice(response) == expected
+    assert verify(response, "B", timeout_s=0) == (expected == "B")

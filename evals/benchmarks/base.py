@@ -57,6 +57,23 @@ class Benchmark:
         from evals.benchmarks.revisions import REVISIONS
         return REVISIONS.get(self.name, "main")
 
+    def revision_sha(self) -> str | None:
+        """The commit the hub source resolves to: the pin itself, else the commit the local
+        Hugging Face cache holds for the requested branch (``refs/<branch>``), else None."""
+        rev = self.revision()
+        if len(rev) == 40 and all(c in "0123456789abcdef" for c in rev):
+            return rev
+        if not self.hf_id:
+            return None
+        try:
+            from huggingface_hub.constants import HF_HUB_CACHE
+
+            ref = Path(HF_HUB_CACHE) / f"datasets--{self.hf_id.replace('/', '--')}" / "refs" / rev
+            sha = ref.read_text(encoding="utf-8").strip() if ref.is_file() else ""
+        except (ImportError, OSError):
+            return None
+        return sha if len(sha) == 40 else None
+
     @property
     def splits(self) -> tuple[str, ...]:
         return (self.split,) if isinstance(self.split, str) else tuple(self.split)
@@ -217,9 +234,13 @@ class Benchmark:
         extracting one from ``response`` with the rules.
         """
         family = scoring.FAMILIES[sample.meta.get("family", self.family)]
+        if family.prepare is not None:
+            family.prepare()        # e.g. loading VLMEvalKit's rule modules: not under the deadline
         # the rule-based extraction runs under the same hard limit as harness.rewards.verify
         # (harness.deadline): an extraction that runs past it counts as no answer
         ans = extracted if use_extracted else call_with_deadline(family.extract, response, sample)
+        if ans is None and not use_extracted and family.fallback is not None:
+            ans = family.fallback(response, sample)     # bounded by its own worker time limit
         value = family.check(ans, sample) if ans is not None else 0.0
         return {"extracted": ans, "score": float(value), "correct": bool(value >= family.pass_mark)}
 

@@ -2,8 +2,9 @@
 (one split per variant).
 
 Average accuracy is over all 5,010 rows (bootstrapped over seed questions); worst-case accuracy counts a seed question correct only
-when all its variants are (the benchmark's robustness metric). Multiple choice by letter, float
-answers within 0.001 (DynaMath's own tolerance), text answers by normalised match.
+when all its variants are (the benchmark's robustness metric). Scored by VLMEvalKit's
+``DynaMath_auxeval`` rule (multiple choice by letter, float answers within 0.001, free-form answers
+when the gold contains the extracted text), without its judge unless one is given.
 Smoke items: a seed question is an easy-vqa test question text, its variants 2 test images asked it
 (multiple choice or free text) (evals/smoke.py).
 """
@@ -35,15 +36,15 @@ class DynaMath(Benchmark):
             choices = parse_inline_options(row["question"])
             s = self.make_sample(f"{row['id']}/v{variant}", row["question"], row["ground_truth"], images=[img],
                                  answer_type="multiple_choice", instruction="choice",
-                                 meta={**meta, "family": "choice", "letters": list(choices or "ABCDE")})
+                                 meta={**meta, "family": "dynamath", "letters": list(choices or "ABCDE")})
             s.choices = choices or None
             return s
         if atype == "float":
             return self.make_sample(f"{row['id']}/v{variant}", row["question"], row["ground_truth"],
                                     images=[img], answer_type="numeric",
-                                    meta={**meta, "family": "numeric", "abs_tol": 1e-3})
+                                    meta={**meta, "family": "dynamath"})
         return self.make_sample(f"{row['id']}/v{variant}", row["question"], row["ground_truth"], images=[img],
-                                answer_type="text", meta={**meta, "family": "text"})
+                                answer_type="text", meta={**meta, "family": "dynamath"})
 
     def smoke_rows(self, n=2, seed=0):
         # a seed question is one easy-vqa test question text; its variants are 2 different test
@@ -97,7 +98,7 @@ class DynaMath(Benchmark):
 BENCHMARKS = [DynaMath(
     name="dynamath", title="DynaMath (sample, 10 variants)", hf_id="DynaMath/DynaMath_Sample", split=SPLITS,
     size=5010, tables=("VOLD Tab.1-3,5: DynaMath (Avg)",),
-    scoring="letter / float within 1e-3 / normalised text; average and worst case over variants",
-    family="text", required=("id", "question", "ground_truth", "answer_type"),
+    scoring="VLMEvalKit DynaMath_auxeval: letter / float within 1e-3 / answer contains the text; average and worst case over variants",
+    family="dynamath", required=("id", "question", "ground_truth", "answer_type"),
     group_by=("subject", "knowledge_level", "answer_type"),
     notes="--limit N keeps N seed questions with all their variants")]

@@ -66,7 +66,7 @@ class HallusionBench(Benchmark):
 
 BENCHMARKS = [HallusionBench(
     name="hallusionbench", title="HallusionBench (image)", hf_id="lmms-lab/HallusionBench", split="image",
-    size=951, tables=("REOPOLD visual table (§5.2): Hallusion",), family="yes_no",
-    scoring="yes/no; aAcc (headline), fAcc, qAcc",
+    size=951, tables=("REOPOLD visual table (§5.2): Hallusion",), family="vlm_yorn",
+    scoring="yes/no (VLMEvalKit YOrN_Extraction); aAcc (headline), fAcc, qAcc",
     required=("category", "subcategory", "set_id", "figure_id", "question_id", "question", "gt_answer"),
     group_by=("category",), notes="REOPOLD's Hallusion column is read as aAcc (question-level accuracy)")]

@@ -21,7 +21,7 @@ class MathVerse(Benchmark):
         super().__init__(
             name=name, title=title, hf_id="AI4Math/MathVerse", config="testmini", split="testmini",
             size=size, tables=tables, notes=notes,
-            scoring="choice letter (multi-choice) / math-verify (free-form)", family="math",
+            scoring="choice letter (VLMEvalKit can_infer) / equal text or math-verify (free-form)", family="mathverse",
             required=("sample_index", "problem_index", "problem_version", "question", "answer",
                       "question_type"),
             group_by=("problem_version", "subject", "question_type"))
@@ -45,7 +45,7 @@ class MathVerse(Benchmark):
             choices = choices or parse_inline_options(question)
             s = self.make_sample(row["sample_index"], question, row["answer"], images=[img],
                                  answer_type="multiple_choice", instruction="choice",
-                                 meta={**meta, "family": "choice", "letters": list(choices or "ABCDE")})
+                                 meta={**meta, "family": "vlm_choice", "letters": list(choices or "ABCDE")})
             s.choices = choices or None      # options already in the text (or in the image)
             return s
         return self.make_sample(row["sample_index"], question, row["answer"], images=[img], meta=meta)

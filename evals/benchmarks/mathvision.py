@@ -1,7 +1,8 @@
 """MATH-Vision (Wang et al., 2024), test split (3,040 competition problems with images).
 
-Rows with options are multiple choice (letters A-E); the rest are free-form, checked with
-math-verify. Sub-metrics: per subject and per level.
+Rows with options are multiple choice (letters A-E); the rest are free-form. Both scored by
+VLMEvalKit's ``post_check`` rule (``can_infer``, ``is_equal``; the latter re-implemented without
+``eval``, evals/vlmeval_rules.py). Sub-metrics: per subject and per level.
 Smoke items: easy-vqa test colour / shape questions, half with the options as a list (letter answer),
 half free form (the word) (evals/smoke.py).
 """
@@ -22,7 +23,7 @@ class MathVision(Benchmark):
         if options:
             return self.make_sample(row["id"], question, row["answer"], images=[img],
                                     choices=choices_from_list(options), answer_type="multiple_choice",
-                                    meta={**meta, "family": "choice"})
+                                    meta={**meta, "family": "mathvision"})
         return self.make_sample(row["id"], question, row["answer"], images=[img], meta=meta)
 
     def smoke_rows(self, n=2, seed=0):
@@ -42,6 +43,6 @@ class MathVision(Benchmark):
 BENCHMARKS = [MathVision(
     name="mathvision", title="MATH-Vision (test)", hf_id="MathLLMs/MathVision", split="test", size=3040,
     tables=("VOLD Tab.1-3,5: MathVision", "REOPOLD visual table (§5.2): MathVision", "VGS Tab.1,2,5: MathVision"),
-    scoring="choice letter (rows with options) / math-verify", family="math",
+    scoring="VLMEvalKit post_check: can_infer / is_equal (no eval)", family="mathvision",
     required=("id", "question", "answer"), group_by=("subject", "level"),
     notes="full test split, as VLMEvalKit's MathVision; testmini (304) via --source on a local copy")]

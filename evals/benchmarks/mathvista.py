@@ -1,9 +1,9 @@
 """MathVista (Lu et al., 2024), testmini: multiple choice and free-form numeric questions on images.
 
-Scoring follows VLMEvalKit's rule-based path: multiple choice by option letter (or the option's
-text); integer / float answers as numbers, floats rounded to the row's ``precision`` (decimal
-places) before comparison, like MathVista's own ``normalize_extracted_answer``; list answers by
-math-verify. Sub-metrics: per question type, answer type, task and skill.
+Scoring is VLMEvalKit's ``post_check`` rule itself: multiple choice by ``can_infer`` (option
+letter or option text); integer / float answers equal after ``int()`` / ``float()`` (exact: no
+rounding, extra decimals are wrong); list answers never match by rule (as in VLMEvalKit 0.0.20,
+whose rule compares ``str(None)``). Sub-metrics: per question type, answer type, task and skill.
 Smoke items: easy-vqa test colour / shape questions (multiple choice), and shape items asked free form as
 the shape's number of straight sides (integer) or half of it (float, precision 1) (evals/smoke.py).
 """
@@ -24,8 +24,8 @@ class MathVista(Benchmark):
             name=name, title="MathVista (testmini)", hf_id="AI4Math/MathVista", split="testmini",
             size=1000 if question_types is None else None,
             tables=tables,
-            scoring="choice letter / number at the row's precision / math-verify (lists)",
-            family="numeric", required=("pid", "question", "answer", "question_type", "answer_type"),
+            scoring="VLMEvalKit post_check: choice letter (can_infer) / int() or float() equal",
+            family="mathvista", required=("pid", "question", "answer", "question_type", "answer_type"),
             group_by=("question_type", "answer_type", "task", "skills"), **kw)
         self.question_types = question_types
 
@@ -45,7 +45,7 @@ class MathVista(Benchmark):
             if not gold:
                 raise DataError(source, idx, "answer", f"{row['answer']!r} is not one of the choices")
             return self.make_sample(row["pid"], row["question"], gold[0], images=[img], choices=choices,
-                                    answer_type="multiple_choice", meta={**meta, "family": "choice"})
+                                    answer_type="multiple_choice", meta={**meta, "family": "mathvista"})
         atype, prec = row["answer_type"], row.get("precision")
         if atype == "integer":
             hint, family = "Answer with an integer.", "numeric"
@@ -61,7 +61,7 @@ class MathVista(Benchmark):
             hint += f" (Unit: {unit})"
         return self.make_sample(row["pid"], row["question"], row["answer"], images=[img],
                                 answer_type="numeric" if family == "numeric" else "free_form",
-                                meta={**meta, "family": family}, extra=hint)
+                                meta={**meta, "family": "mathvista"}, extra=hint)
 
     def smoke_rows(self, n=2, seed=0):
         # colour items: multiple choice (4 colours); shape items: multiple choice (3 shapes) or

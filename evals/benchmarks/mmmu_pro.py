@@ -18,7 +18,7 @@ class MMMUPro(Benchmark):
     def to_sample(self, row, idx, source, split=None):
         options = parse_list_field(row.get("options"), source, idx, "options")
         choices = choices_from_list(options)
-        meta = {"subject": row.get("subject"), "family": "choice", "letters": list(letters_for(len(options)))}
+        meta = {"subject": row.get("subject"), "family": "vlm_choice", "letters": list(letters_for(len(options)))}
         if self.config == "vision":
             img = self.image(row.get("image"), source, idx, "image")
             s = self.make_sample(row["id"], VISION_PROMPT, row["answer"], images=[img],
@@ -54,7 +54,7 @@ class MMMUPro(Benchmark):
         return rows
 
 
-_COMMON = dict(hf_id="MMMU/MMMU_Pro", split="test", size=1730, family="choice",
+_COMMON = dict(hf_id="MMMU/MMMU_Pro", split="test", size=1730, family="vlm_choice",
                scoring="option letter (or the option's text)", group_by=("subject", "difficulty"),
                required=("id", "options", "answer"))
 BENCHMARKS = [

@@ -40,5 +40,5 @@ class MMStar(Benchmark):
 
 BENCHMARKS = [MMStar(
     name="mmstar", title="MMStar", hf_id="Lin-Chen/MMStar", split="val", size=1500,
-    tables=("VOLD Tab.1-3,5: MMStar",), scoring="option letter", family="choice",
+    tables=("VOLD Tab.1-3,5: MMStar",), scoring="option letter (VLMEvalKit can_infer)", family="vlm_choice",
     required=("index", "question", "image", "answer"), group_by=("category", "l2_category"))]

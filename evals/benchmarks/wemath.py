@@ -8,7 +8,10 @@ composite problem m:
   right, m wrong;  IK (insufficient knowledge): some s_i wrong, m wrong;  RM (rote memorisation):
   some s_i wrong (strict) / all s_i wrong (loose), m right.
   Score (strict) = (N - 0.5 IG - RM_strict - IK) / N,  Score (loose) = (N - 0.5 IG - RM_loose - IK) / N;
-  RM rates are RM / (CM + RM). ``accuracy`` is the plain per-question accuracy.
+  RM rates are RM / (CM + RM). ``accuracy`` is the plain per-question accuracy. ``S1`` / ``S2`` /
+  ``S3`` are VLMEvalKit's One-step / Two-step / Three-step accuracies: S1 over the one-step
+  sub-problems, S2 (S3) over the composite questions of two-step (three-step) problems only.
+  N is the number of complete problems (VLMEvalKit divides by 525, the full testmini's count).
 Smoke items: one easy-vqa test image per multi-step problem: colour, shape (and straight sides) as
 one-step sub-problems, a composite question that needs them all (evals/smoke.py).
 """
@@ -87,6 +90,9 @@ class WeMath(Benchmark):
 
     def metric_units(self, records):
         units = super().metric_units(records)
+        units["S1"] = [r["score"] for r in records if not r["meta"]["key"].endswith("multi")]
+        units["S2"] = [r["score"] for r in records if r["meta"]["key"] == "2steps_multi"]
+        units["S3"] = [r["score"] for r in records if r["meta"]["key"] == "3steps_multi"]
         groups: dict[str, dict[str, dict]] = defaultdict(dict)
         for r in records:
             groups[r["meta"]["problem"]][r["meta"]["key"]] = r
@@ -125,7 +131,7 @@ BENCHMARKS = [WeMath(
     tables=("VOLD Tab.1-3,5: WeMath (score_strict, VLMEvalKit)", "REOPOLD visual table (§5.2): WeMath",
             "PTD-PO Tab.1,2,4: We-Math"),
     scoring="option letter; four-dimensional metrics over each problem's knowledge-concept decomposition",
-    family="choice", headline="score_strict",
-    required=("ID", "question", "answer", "key", "image_path"), group_by=("steps",),
+    family="vlm_choice", headline="score_strict",
+    required=("ID", "question", "answer", "key", "image_path"),
     notes="VOLD (VLMEvalKit) reports Score (Strict); REOPOLD and PTD-PO (NoisyRollout / PAPO "
           "protocols) report per-question accuracy, so their columns map to 'accuracy'")]
