@@ -104,7 +104,8 @@ class RunDir:
                 f"({'; '.join(diffs[:5])}). Use a new output directory, or rerun with the same config to resume.")
 
     def start(self, cfg: Any) -> None:
-        """Create the directory, write the resolved config (first run only) and the git revision."""
+        """Create the directory, write the resolved config and the training set's provenance
+        (``data.json``; first run only) and the git revision."""
         self.check_config(cfg)
         self.path.mkdir(parents=True, exist_ok=True)
         if not self.config_path.is_file():
@@ -114,6 +115,14 @@ class RunDir:
         previous = rev_file.read_text().splitlines() if rev_file.is_file() else []
         if not previous or previous[-1] != rev:  # one line a (resumed) session whose code differs
             atomic_write_text(rev_file, "\n".join(previous + [rev]) + "\n")
+        data = getattr(cfg, "data", "")
+        data_file = self.path / "data.json"
+        if data and not data_file.is_file():  # which revision of the training set this run read
+            from harness.data.provenance import training_set_provenance
+
+            record = {**training_set_provenance(data),
+                      "split": getattr(cfg, "data_split", None), "limit": getattr(cfg, "data_limit", None)}
+            atomic_write_text(data_file, json.dumps(record, indent=1) + "\n")
 
     def mark_complete(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / COMPLETE, json.dumps(summary, indent=1) + "\n")

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator
 from PIL import Image
 
 from harness.data.images import decode_image
+from harness.data.provenance import resolved_revision
 from harness.data.prompts import format_prompt
 from harness.deadline import call_with_deadline
 from harness.errors import DataError
@@ -60,19 +61,7 @@ class Benchmark:
     def revision_sha(self) -> str | None:
         """The commit the hub source resolves to: the pin itself, else the commit the local
         Hugging Face cache holds for the requested branch (``refs/<branch>``), else None."""
-        rev = self.revision()
-        if len(rev) == 40 and all(c in "0123456789abcdef" for c in rev):
-            return rev
-        if not self.hf_id:
-            return None
-        try:
-            from huggingface_hub.constants import HF_HUB_CACHE
-
-            ref = Path(HF_HUB_CACHE) / f"datasets--{self.hf_id.replace('/', '--')}" / "refs" / rev
-            sha = ref.read_text(encoding="utf-8").strip() if ref.is_file() else ""
-        except (ImportError, OSError):
-            return None
-        return sha if len(sha) == 40 else None
+        return resolved_revision(self.hf_id, self.revision())
 
     @property
     def splits(self) -> tuple[str, ...]:

@@ -37,7 +37,9 @@ SMOKE_SETS = {
     "smoke-learnable": synthetic.learnable,
 }
 _SMOKE_SEEDS = {"train": 0, "validation": 1, "test": 2}
-PACKAGED_SETS = ("easy-vqa", "champ")
+PACKAGE_OF = {"easy-vqa": "easy-vqa", "champ": "champ-dataset"}
+"""Packaged training sets and the registry package that ships each."""
+PACKAGED_SETS = tuple(PACKAGE_OF)
 _KEEP = object()
 
 
