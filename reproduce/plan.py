@@ -322,6 +322,7 @@ class _Planner:
             cap = self.plan.eval_settings.get("max_sample_k")
             if cap and (r.mode == "sample" and (r.k or 1) > cap):
                 label += f" [{self.profile}: Acc@{cap} at T={r.temperature:g}, not Acc@{r.k}]"
+            capped_columns = []  # columns whose own sampled k the cap lowers (e.g. REOPOLD's Avg@32)
             prow = PlannedRow(key=r.key, group=r.group, derived=False, model=m.id, status=m.status, note=r.note,
                               label=label)
             rows.append(prow)
@@ -329,8 +330,10 @@ class _Planner:
                 if col.derived:
                     continue
                 mode, k, temperature = r.decoding(col)
-                if mode == "sample" and cap:
-                    k = min(k, cap)
+                if mode == "sample" and cap and k > cap:
+                    if r.mode != "sample":
+                        capped_columns.append((col.key, k))
+                    k = cap
                 dec = eval_key(mode, k, temperature)
                 ek = f"{m.id}/{dec}"
                 prow.evals[col.key] = ek
@@ -341,6 +344,10 @@ class _Planner:
                     self.plan.evals[ek] = ev
                 if col.benchmark not in ev.benchmarks:
                     ev.benchmarks.append(col.benchmark)
+            if capped_columns:
+                ks = "/".join(sorted({f"Avg@{k}" for _, k in capped_columns}))
+                prow.label += (f" [{self.profile}: Avg@{cap}, not {ks}, on "
+                               f"{', '.join(key for key, _ in capped_columns)}]")
         tp = TablePlan(id=table.id, rows=rows, columns=cells)
         self.plan.tables[table.id] = tp
         return tp

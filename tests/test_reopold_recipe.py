@@ -151,3 +151,16 @@ def test_reopold_other_tables_smoke_end_to_end(table, tmp_path):
             assert row["status"].startswith("not implemented"), row
         else:
             assert row["status"] in ("run", "derived row"), row
+
+
+def test_smoke_caps_avg_at_32_columns_to_avg_at_4_and_labels_the_rows():
+    """Smoke evaluates Table 1's Avg@32 columns with 4 draws (``max_sample_k``), says so in each row's
+    label, and the paper profile keeps k = 32 and the plain label."""
+    smoke, paper = _plan("smoke"), _plan("paper")
+    ks = {e.k for e in smoke.evals.values() if e.mode == "sample" and "aime24" in e.benchmarks}
+    assert ks == {4}
+    assert {e.k for e in paper.evals.values() if e.mode == "sample" and "aime24" in e.benchmarks} == {32}
+    for row in smoke.tables["table1"].rows:
+        if not row.derived and row.status in RUNNABLE:
+            assert "Avg@4, not Avg@32, on aime24, aime25, amc23" in row.label
+    assert not any("Avg@4" in (r.label or "") for r in paper.tables["table1"].rows)
