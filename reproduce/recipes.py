@@ -33,6 +33,9 @@ the file and the dotted key. Layout::
           - {key: qwen2_5_vl_3b, model: {hub: Qwen/Qwen2.5-VL-3B-Instruct}}
           - {key: vold, model: {stages: [sft_teacher_mot, vold_rl]}}
           - {key: gain, derived: true}       # a delta row of the published table
+        scaling:                     # optional: a test-time scaling curve (Pass@k / Avg@k / Maj@k vs k)
+          {benchmarks: [mathvista], rows: [vold], k: 32, temperature: 0.6, source: "Figure 1(b)"}
+        memory: reopold              # optional: a memory accounting rendered next to the table
 
 Smoke profile and hub checkpoints. A row ``model: {hub: X}`` is evaluated as-is. In the smoke
 profile, a ``base`` checkpoint with a ``smoke`` architecture is replaced by the tiny random model
