@@ -212,11 +212,19 @@ def plot_scaling(rep: dict[str, Any]) -> Optional[str]:
     for i, m in enumerate(metrics):
         for j, b in enumerate(benches):
             ax = axes[i][j]
+            values: list[float] = []
             for c in sc["curves"]:
                 if c["benchmark"] == b and c["status"] == "run":
                     name = f"{c['group']}/{c['key']}" if c["group"] else c["key"]
                     ax.plot(c["k"], c[m], marker="o", ms=3, label=name)
+                    values += c[m]
             ax.set_xscale("log", base=2)
+            ks = _scaling_ks(sc["k"])
+            ax.set_xticks(ks)
+            ax.set_xticklabels([str(k) for k in ks])
+            if values:
+                pad = max(2.0, 0.1 * (max(values) - min(values)))
+                ax.set_ylim(max(0.0, min(values) - pad), min(100.0, max(values) + pad))
             ax.set_title(f"{b}: {m.capitalize()}@k", fontsize=9)
             ax.set_xlabel("k (samples per item)")
             ax.set_ylabel("%")
