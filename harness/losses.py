@@ -13,7 +13,9 @@ follows ``docs/methods/README.md`` (shared notation). Papers cited in the docstr
 - [Schulman 2020] "Approximating KL divergence" (k1, k2, k3).
 
 Full-vocabulary quantities (``full_kl``, ``jsd``, ``topk_jsd``, ``entropy``) take each side as
-logits ``(B, T, V)`` or as ``HiddenHead(hidden (B, T, H), weight (V, H))``. They are computed in
+logits ``(B, T, V)`` or as ``HiddenHead(hidden (B, T, H), weight (V, H))``; the top-k losses
+(``teacher_topk_jsd``, ``topk_expected_reward``; REOPOLD App. D's "Top-5 approximation") take the
+teacher as a ``TopKTeacher`` (its k ids and log-probs per token, from ``teacher_topk``). They are computed in
 chunks of valid tokens by a custom autograd function that keeps no ``N x V`` tensor between
 forward and backward: the backward pass recomputes each chunk's logits and applies the
 closed-form logit gradient, then maps it to ``hidden`` and ``weight``. Peak extra memory is
