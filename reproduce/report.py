@@ -368,10 +368,6 @@ def to_markdown(rep: dict[str, Any]) -> str:
                       f"{_fmt(base[c['key']]['value'])} n={base[c['key']]['n']} (`{base[c['key']]['constant']}`)"
                       if c["key"] in base else "—" for c in rep["columns"]]],
                       headers=["row"] + [c["label"] for c in rep["columns"]], tablefmt="github"), ""]
-    parts += ["## Rows", "", tabulate(_rows_table(rep)[1], headers=_rows_table(rep)[0], tablefmt="github"), ""]
-    if rep["stages"]:
-        h, b = _stages_table(rep)
-        parts += ["## Training stages", "", tabulate(b, headers=h, tablefmt="github"), ""]
     if rep.get("memory"):
         mem = rep["memory"]
         parts += [f"## {mem['title']}", "", mem["note"], "",
@@ -381,6 +377,10 @@ def to_markdown(rep: dict[str, Any]) -> str:
         parts += [f"## Test-time scaling ({sc['label']})", "", _scaling_intro(sc), ""]
         for bench, h, b in scaling_tables(rep):
             parts += [f"### {bench}", "", tabulate(b, headers=h, tablefmt="github"), ""]
+    parts += ["## Rows", "", tabulate(_rows_table(rep)[1], headers=_rows_table(rep)[0], tablefmt="github"), ""]
+    if rep["stages"]:
+        h, b = _stages_table(rep)
+        parts += ["## Training stages", "", tabulate(b, headers=h, tablefmt="github"), ""]
     h, b = _long(rep)
     parts += ["## Every cell", "", tabulate(b, headers=h, tablefmt="github"), ""]
     parts += ["## Provenance", ""] + [f"- {line}" for line in provenance_lines(rep)] + [""]
@@ -519,6 +519,10 @@ def to_html(rep: dict[str, Any]) -> str:
              "<h2>Measured vs published</h2><p>Each cell: measured [95% bootstrap CI] / published, status "
              "mark (= agrees, ▲ above, ▼ below, · not run, ? missing in paper).</p>",
              _html_table(gh, gb, gcls)]
+    if rep.get("memory"):
+        mem = rep["memory"]
+        parts += [f"<h2>{html.escape(mem['title'])}</h2><p>{html.escape(mem['note'])}</p>",
+                  _html_table(mem["headers"], mem["rows"])]
     img = plot_columns(rep)
     if img:
         parts.append(f'<h2>Per column</h2><img alt="measured vs published" src="data:image/png;base64,{img}">')
@@ -526,10 +530,6 @@ def to_html(rep: dict[str, Any]) -> str:
     parts.append("<h2>Learning curves</h2>")
     parts.append(f'<img alt="learning curves" src="data:image/png;base64,{curves}">' if curves
                  else "<p>No training metrics in this run (no stage was trained).</p>")
-    if rep.get("memory"):
-        mem = rep["memory"]
-        parts += [f"<h2>{html.escape(mem['title'])}</h2><p>{html.escape(mem['note'])}</p>",
-                  _html_table(mem["headers"], mem["rows"])]
     if rep.get("scaling"):
         sc = rep["scaling"]
         parts.append(f"<h2>Test-time scaling ({html.escape(sc['label'])})</h2><p>{html.escape(_scaling_intro(sc))}</p>")
