@@ -13,7 +13,9 @@ follows ``docs/methods/README.md`` (shared notation). Papers cited in the docstr
 - [Schulman 2020] "Approximating KL divergence" (k1, k2, k3).
 
 Full-vocabulary quantities (``full_kl``, ``jsd``, ``topk_jsd``, ``entropy``) take each side as
-logits ``(B, T, V)`` or as ``HiddenHead(hidden (B, T, H), weight (V, H))``. They are computed in
+logits ``(B, T, V)`` or as ``HiddenHead(hidden (B, T, H), weight (V, H))``; the top-k losses
+(``teacher_topk_jsd``, ``topk_expected_reward``; REOPOLD App. D's "Top-5 approximation") take the
+teacher as a ``TopKTeacher`` (its k ids and log-probs per token, from ``teacher_topk``). They are computed in
 chunks of valid tokens by a custom autograd function that keeps no ``N x V`` tensor between
 forward and backward: the backward pass recomputes each chunk's logits and applies the
 closed-form logit gradient, then maps it to ``hidden`` and ``weight``. Peak extra memory is
@@ -21,6 +23,7 @@ O(chunk_size * V), independent of the number of tokens. The teacher side never g
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Literal, NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -41,6 +44,10 @@ __all__ = [
     "kl_estimate",
     "policy_loss",
     "register_loss",
+    "TopKTeacher",
+    "teacher_topk",
+    "teacher_topk_jsd",
+    "topk_expected_reward",
     "topk_jsd",
 ]
 
@@ -373,6 +380,16 @@ class HiddenHead(NamedTuple):
     weight: Tensor  # (V, H)
 
 
+class TopKTeacher(NamedTuple):
+    """The teacher side of a top-k loss given only as its k most probable token ids and their
+    log-probabilities (under the teacher's full softmax) at each position: what a trainer keeps
+    between scoring and update under the "top-k approximation" (k ids and k log-probs per token
+    instead of V logits or H hidden states). Build it with ``teacher_topk``."""
+
+    ids: Tensor  # (B, T, k) integer token ids, distinct per position
+    logq: Tensor  # (B, T, k) log q(id), descending
+
+
 Side = Union[Tensor, HiddenHead]
 # A kernel maps fp logits of a chunk, student zs (c, V) and teacher zt (c, V) or None, to the
 # per-token value (c,) and, when asked, d value / d zs (c, V).
@@ -466,7 +483,17 @@ def _per_token(kernel: Kernel, student: Side, teacher: Optional[Side], mask: Ten
                chunk_size: Optional[int]) -> Tensor:
     s_x, s_w, v, bt = _flatten(student, "student", detach=False)
     t_x = t_w = None
-    if teacher is not None:
+    if isinstance(teacher, TopKTeacher):
+        ids, logq = teacher.ids.detach(), teacher.logq.detach()
+        if ids.shape != logq.shape or ids.dim() != 3 or tuple(ids.shape[:2]) != bt:
+            raise ValueError(f"TopKTeacher ids {tuple(ids.shape)} and logq {tuple(logq.shape)} must be (B, T, k) "
+                             f"with (B, T) = {bt}")
+        if ids.numel() and (int(ids.max()) >= v or int(ids.min()) < 0):
+            raise ValueError(f"TopKTeacher ids must be in [0, {v})")
+        # packed (N, 2k): ids as floats (exact below 2**24), then log-probs; the kernel unpacks
+        pack = torch.float64 if logq.dtype == torch.float64 else torch.float32
+        t_x = torch.cat([ids.to(pack), logq.to(pack)], -1).reshape(-1, 2 * ids.shape[-1])
+    elif teacher is not None:
         t_x, t_w, tv, tbt = _flatten(teacher, "teacher", detach=True)
         if tv != v or tbt != bt:
             raise ValueError(f"student (B, T, V) = {(*bt, v)} and teacher {(*tbt, tv)} differ")
@@ -675,3 +702,129 @@ def entropy(student: Side, mask: Tensor, chunk_size: Optional[int] = None) -> Te
     ([VOLD] Eq. 1 monitoring metric; [REOPOLD] Eq. 8 token selection, use it detached there).
     In [0, log V]. Logit gradient -p (log p + H). Sides, mask and chunking as ``full_kl``."""
     return _per_token(_entropy_kernel, student, None, mask, chunk_size)
+
+
+# --------------------------------------------------------------------------------------
+# Top-k teacher ("top-k approximation"): the teacher kept as k ids and log-probs per token
+# --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def teacher_topk(teacher: Side, mask: Tensor, k: int, chunk_size: Optional[int] = None) -> TopKTeacher:
+    """The teacher's ``k`` most probable tokens and their log-probabilities ``log q(v)`` (full
+    softmax, temperature 1) at every position, chunk by chunk (no ``N x V`` tensor), without
+    gradient; positions with ``mask == 0`` get ids 0 and log-probs 0. ``k`` above V is cut to V.
+    Ties are broken by ``torch.topk``. This is the whole teacher signal the top-k losses
+    (``teacher_topk_jsd``, ``topk_expected_reward``) read, so a trainer can drop the teacher's
+    hidden states or logits after scoring (REOPOLD App. D, "Top-5 approximation")."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    x, w, v, bt = _flatten(teacher, "teacher", detach=True)
+    if tuple(mask.shape) != bt:
+        raise ValueError(f"mask {tuple(mask.shape)} must be (B, T) = {bt}")
+    kk = min(k, v)
+    dtype = _compute_dtype(x, w)
+    chunk = chunk_size or _auto_chunk(v)
+    rows = (mask.reshape(-1) != 0).nonzero().squeeze(1).to(x.device)
+    ids = torch.zeros(bt[0] * bt[1], kk, dtype=torch.long, device=x.device)
+    logq = torch.zeros(bt[0] * bt[1], kk, dtype=dtype, device=x.device)
+    for start in range(0, rows.numel(), chunk):
+        r = rows[start:start + chunk]
+        top = _log_softmax_(_chunk_logits(x, w, r, dtype)).topk(kk, dim=-1)
+        ids[r], logq[r] = top.indices, top.values.clamp_min(math.log(torch.finfo(dtype).tiny))
+    return TopKTeacher(ids.view(*bt, kk), logq.view(*bt, kk))
+
+
+def _unpack_topk(zt: Tensor) -> tuple[Tensor, Tensor]:
+    """(ids (c, k) long, log q (c, k)) of a packed ``TopKTeacher`` chunk (see ``_per_token``)."""
+    k = zt.shape[-1] // 2
+    return zt[:, :k].round().long(), zt[:, k:]
+
+
+def _teacher_topk_jsd_kernel(zs: Tensor, zt: Tensor, grad: bool):
+    """JSD(q~, p~) over the k + 1 categories (teacher top-k ids S, tail) — ``_jsd_kernel(k,
+    'teacher')`` with the teacher given only on S: its tail mass is ``1 - sum_S q`` (clamped at 0).
+    Logit gradient 0.5 p_v (l_{c(v)} - E_{c~p~} l_c), l_c = log(p~_c / m~_c) ([PTD-PO] Eq. 42 in
+    compressed coordinates)."""
+    ids, lq_s = _unpack_topk(zt)
+    lp = _log_softmax_(zs)
+    p = lp.exp_()  # lp's buffer now holds p
+    tiny = torch.finfo(p.dtype).tiny
+    p_s = p.gather(1, ids)
+    q_s = lq_s.exp()
+    in_s = torch.zeros_like(p, dtype=torch.bool).scatter_(1, ids, True)
+    p_t = torch.where(in_s, 0.0, p).sum(-1)  # summed outside S, no 1 - sum cancellation
+    q_t = (1.0 - q_s.sum(-1)).clamp_min(0.0)
+    m_s, m_t = 0.5 * (p_s + q_s), 0.5 * (p_t + q_t)
+
+    def ell(a: Tensor, m: Tensor) -> Tensor:  # log(a / m), 0 where a == 0 (0 log 0 = 0)
+        return torch.where(a > 0, torch.log(a.clamp_min(tiny) / m.clamp_min(tiny)), torch.zeros_like(a))
+
+    lp_s, lq_s2, lp_t, lq_t = ell(p_s, m_s), ell(q_s, m_s), ell(p_t, m_t), ell(q_t, m_t)
+    e_p = (p_s * lp_s).sum(-1) + p_t * lp_t
+    val = 0.5 * (e_p + (q_s * lq_s2).sum(-1) + q_t * lq_t)
+    if not grad:
+        return val, None
+    g = lp_t[:, None].expand_as(p).clone().scatter_(1, ids, lp_s)  # each token's category l
+    return val, g.sub_(e_p[:, None]).mul_(p).mul_(0.5)
+
+
+@register_loss("teacher_topk_jsd")
+def teacher_topk_jsd(student: Side, teacher: TopKTeacher, mask: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+    """Per-token JSD(0.5) between the student and the teacher compressed onto the teacher's top-k
+    support S with a tail bucket ([PTD-PO] Eqs. 14-17 with ``S = TopK(q)``):
+
+        p~ = ({p(v)}_{v in S}, 1 - sum_S p),   q~ = ({q(v)}_{v in S}, 1 - sum_S q),   D = JSD(q~, p~)
+
+    (B, T), 0 on padding. Equals ``topk_jsd(student, teacher_logits, mask, k, support='teacher')``
+    when ``teacher = teacher_topk(teacher_logits, mask, k)``, but reads only the k ids and
+    log-probs the teacher kept (the "top-k approximation" of GKD, REOPOLD App. D / Table 8):
+    memory O(chunk * V) for the student, O(N k) for the teacher. No renormalisation: the tail
+    keeps the mass outside S, so D <= JSD(q, p) (Eq. 63) and D = JSD when k = V."""
+    if not isinstance(teacher, TopKTeacher):
+        raise TypeError("teacher_topk_jsd: teacher must be a TopKTeacher (see teacher_topk)")
+    return _per_token(_teacher_topk_jsd_kernel, student, teacher, mask, chunk_size)
+
+
+def _topk_reward_kernel(floor: float) -> Kernel:
+    """Expected floored log-ratio over the teacher's top-k support S, both sides renormalised
+    on S: ``val = sum_{v in S} p~(v) max(log q~(v) - log p~(v), floor)`` with the reward held
+    constant in the gradient: d val / d z_u = p~(u) (Rhat(u) - val) for u in S, 0 outside."""
+
+    def kernel(zs: Tensor, zt: Tensor, grad: bool):
+        ids, lq_s = _unpack_topk(zt)
+        lp_s = _log_softmax_(zs).gather(1, ids)
+        lpt = lp_s - torch.logsumexp(lp_s, -1, keepdim=True)  # log p~ on S
+        lqt = lq_s - torch.logsumexp(lq_s, -1, keepdim=True)  # log q~ on S
+        pt = lpt.exp()
+        reward = torch.where(pt > 0, (lqt - lpt).clamp_min(floor), torch.zeros_like(pt))
+        val = (pt * reward).sum(-1)
+        if not grad:
+            return val, None
+        dz = torch.zeros_like(zs)
+        return val, dz.scatter_(1, ids, pt * (reward - val[:, None]))
+
+    return kernel
+
+
+@register_loss("topk_expected_reward")
+def topk_expected_reward(student: Side, teacher: TopKTeacher, mask: Tensor, floor: float = -float("inf"),
+                         chunk_size: Optional[int] = None) -> Tensor:
+    """Per-token expected (floored) token reward over the teacher's top-k support, (B, T), 0 on
+    padding — the "Top-5 approximation" / full-vocabulary form of REOPOLD's token reward
+    (REOPOLD App. D, Table 8 "Reopold†"; docs/deviations.md). At each sampled prefix h, with S the
+    ids of ``teacher`` and both distributions renormalised on S,
+
+        p~(v) = p(v | h) / p(S | h),   q~(v) = q(v | h) / q(S | h),   v in S
+        Rhat(v) = max( log q~(v) - log p~(v), floor )        (REOPOLD Eq. 5 per vocabulary entry)
+        r(h) = sum_{v in S} p~(v) Rhat(v)
+
+    and the gradient treats ``Rhat`` as constant (REOPOLD's stop-gradient, Remark 3.1):
+    ``grad r = sum_{v in S} Rhat(v) grad p~(v)``. Without a floor this is exactly the gradient of
+    ``-KL(p~ || q~)`` (``sum_v p~ grad log p~ = 0``), and with S the whole vocabulary (k = V)
+    ``r = -KL(p || q)``, the full-vocabulary expected token reward (REOPOLD Eq. 2 per prefix).
+    The gradient vanishes when p = q on S (every ``Rhat = 0``). Student as logits or
+    ``HiddenHead``; memory O(chunk * V)."""
+    if not isinstance(teacher, TopKTeacher):
+        raise TypeError("topk_expected_reward: teacher must be a TopKTeacher (see teacher_topk)")
+    return _per_token(_topk_reward_kernel(float(floor)), student, teacher, mask, chunk_size)

@@ -119,6 +119,12 @@ class TablePlan:
     id: str
     rows: list[PlannedRow]
     columns: list[PlannedCell]
+    memory: Optional[str] = None
+    """Name of the memory accounting the report renders (``recipes.MEMORY_SECTIONS``)."""
+    scaling: Optional[dict[str, Any]] = None
+    """The planned test-time scaling request (``_Planner.scaling``): benchmarks, k (capped by the
+    profile's ``max_sample_k``), the requested k, temperature, metrics, ``capped`` and its label, and
+    per row ``{group, key, label, model, status, eval}`` (``eval``: a key of ``Plan.evals``)."""
 
 
 @dataclass
@@ -143,7 +149,8 @@ class Plan:
             models={k: PlannedModel(**v) for k, v in data["models"].items()},
             evals={k: PlannedEval(**v) for k, v in data["evals"].items()},
             tables={k: TablePlan(id=v["id"], rows=[PlannedRow(**r) for r in v["rows"]],
-                                 columns=[PlannedCell(**c) for c in v["columns"]])
+                                 columns=[PlannedCell(**c) for c in v["columns"]],
+                                 memory=v.get("memory"), scaling=v.get("scaling"))
                     for k, v in data["tables"].items()},
             eval_settings=data.get("eval_settings", {}),
         )
@@ -189,10 +196,15 @@ class Plan:
         return list(seen.values())
 
     def evals_for(self, table_id: str, rows: Optional[list[str]] = None) -> list[PlannedEval]:
+        """The table's evaluations (its cells', then its scaling curve's), each once."""
         keys: dict[str, None] = {}
-        for r in self.tables[table_id].rows:
+        tp = self.tables[table_id]
+        for r in tp.rows:
             if rows is None or r.key in rows or f"{r.group}/{r.key}" in rows:
                 keys.update(dict.fromkeys(r.evals.values()))
+        for r in (tp.scaling or {}).get("rows", []):
+            if rows is None or r["key"] in rows or f"{r['group']}/{r['key']}" in rows:
+                keys[r["eval"]] = None
         return [self.evals[k] for k in keys]
 
 
@@ -348,9 +360,47 @@ class _Planner:
                 ks = "/".join(sorted({f"Avg@{k}" for _, k in capped_columns}))
                 prow.label += (f" [{self.profile}: Avg@{cap}, not {ks}, on "
                                f"{', '.join(key for key, _ in capped_columns)}]")
-        tp = TablePlan(id=table.id, rows=rows, columns=cells)
+        tp = TablePlan(id=table.id, rows=rows, columns=cells, memory=table.memory,
+                       scaling=self.scaling(table, rows) if table.scaling else None)
         self.plan.tables[table.id] = tp
         return tp
+
+    def _add_eval(self, model_id: str, mode: str, k: int, temperature: float, benchmark: str) -> str:
+        dec = eval_key(mode, k, temperature)
+        ek = f"{model_id}/{dec}"
+        ev = self.plan.evals.get(ek)
+        if ev is None:
+            ev = PlannedEval(model=model_id, eval_key=dec, benchmarks=[], mode=mode, k=k,
+                             temperature=temperature, dir=f"evals/{model_id}/{dec}")
+            self.plan.evals[ek] = ev
+        if benchmark not in ev.benchmarks:
+            ev.benchmarks.append(benchmark)
+        return ek
+
+    def scaling(self, table: TableRecipe, rows: list[PlannedRow]) -> dict[str, Any]:
+        """The planned test-time scaling curve of ``table`` (``recipes.ScalingRecipe``): one sampled
+        evaluation with k draws per listed row's model on the requested benchmarks (shared, like any
+        evaluation, with cells that use the same decoding), k capped by ``max_sample_k``."""
+        sc = table.scaling
+        assert sc is not None
+        cap = self.plan.eval_settings.get("max_sample_k")
+        k = min(sc.k, cap) if cap else sc.k
+        capped = k < sc.k
+        planned = {(r.group, r.key): r for r in rows}
+        out_rows = []
+        for ref in sc.rows:
+            group, _, key = ref.rpartition("/")
+            rr = table.row(key, group if "/" in ref else None)
+            pr = planned[(rr.group, rr.key)]
+            ek = ""
+            for b in sc.benchmarks:
+                ek = self._add_eval(pr.model, "sample", k, sc.temperature, b)
+            out_rows.append({"group": pr.group, "key": pr.key, "label": pr.label, "model": pr.model,
+                             "status": pr.status, "eval": ek})
+        return {"benchmarks": list(sc.benchmarks), "k": k, "k_requested": sc.k, "temperature": sc.temperature,
+                "metrics": list(sc.metrics), "capped": capped,
+                "label": f"{self.profile}: k \u2264 {k}, not {sc.k}" if capped else f"k = 1..{k}",
+                "source": sc.source, "note": sc.note, "rows": out_rows}
 
 
 def benchmark_available(name: str) -> bool:
@@ -399,6 +449,14 @@ def format_plan(plan: Plan, table_id: str, rows: Optional[list[str]] = None) -> 
                      + (f", T={e.temperature:g}" if e.mode == "sample" else "")
                      + f" on {', '.join(e.benchmarks)} -> {e.dir}")
     tp = plan.tables[table_id]
+    if tp.scaling:
+        sc = tp.scaling
+        lines.append(f"\nTest-time scaling ({sc['source'] or 'requested by the recipe'}): "
+                     f"{'/'.join(m.capitalize() + '@k' for m in sc['metrics'])} for {sc['label']} "
+                     f"(sampled, T={sc['temperature']:g}) on {', '.join(sc['benchmarks'])}, rows "
+                     + ", ".join(f"{r['group'] + '/' if r['group'] else ''}{r['key']} ({r['eval']})" for r in sc["rows"]))
+    if tp.memory:
+        lines.append(f"\nMemory accounting rendered in the report: {tp.memory}")
     lines.append("\nRows:")
     table = [[(r.group + "/" if r.group else "") + r.key, r.model or "-", r.label or "-", r.status]
              for r in tp.rows if rows is None or r.key in rows]

@@ -33,6 +33,9 @@ the file and the dotted key. Layout::
           - {key: qwen2_5_vl_3b, model: {hub: Qwen/Qwen2.5-VL-3B-Instruct}}
           - {key: vold, model: {stages: [sft_teacher_mot, vold_rl]}}
           - {key: gain, derived: true}       # a delta row of the published table
+        scaling:                     # optional: a test-time scaling curve (Pass@k / Avg@k / Maj@k vs k)
+          {benchmarks: [mathvista], rows: [vold], k: 32, temperature: 0.6, source: "Figure 1(b)"}
+        memory: reopold              # optional: a memory accounting rendered next to the table
 
 Smoke profile and hub checkpoints. A row ``model: {hub: X}`` is evaluated as-is. In the smoke
 profile, a ``base`` checkpoint with a ``smoke`` architecture is replaced by the tiny random model
@@ -160,6 +163,10 @@ class ColumnRecipe:
 
 
 
+MEMORY_SECTIONS = {"reopold": "methods.reopold.memory"}
+"""``TableRecipe.memory`` name -> the module whose ``report_section()`` the report renders."""
+
+
 def eval_key(mode: str, k: int, temperature: float) -> str:
     """Evaluations sharing this key share one evals.run call (same decoding)."""
     t = f"-t{temperature:g}" if mode == "sample" else ""
@@ -191,12 +198,49 @@ class RowRecipe:
                 self.temperature if self.temperature is not None else column.temperature)
 
 
+SCALING_METRICS = ("pass", "avg", "maj")
+
+
+@dataclass
+class ScalingRecipe:
+    """A test-time scaling curve requested on a table (REOPOLD Figure 1(b) / Figure 13): the listed
+    rows are also evaluated with ``k`` sampled draws per item on ``benchmarks``, and the report
+    plots Pass@k / Avg@k / Maj@k against k = 1..k (``evals.scaling``). The profile's
+    ``max_sample_k`` caps k (smoke: k <= 4, and the report says so)."""
+
+    benchmarks: list[str]
+    rows: list[str]
+    """Rows of the table, ``group/key`` (or ``key`` when unambiguous)."""
+    k: int = 32
+    temperature: float = 1.0
+    metrics: list[str] = field(default_factory=lambda: list(SCALING_METRICS))
+    source: str = ""
+    """Where the paper shows it (figure, section)."""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"scaling: k must be >= 1, got {self.k}")
+        if self.temperature <= 0:
+            raise ValueError("scaling: sampled draws need temperature > 0")
+        if not self.benchmarks or not self.rows:
+            raise ValueError("scaling: give at least one benchmark and one row")
+        bad = [m for m in self.metrics if m not in SCALING_METRICS]
+        if bad:
+            raise ValueError(f"scaling: unknown metrics {bad} (known: {list(SCALING_METRICS)})")
+
+
 @dataclass
 class TableRecipe:
     id: str
     columns: list[ColumnRecipe]
     rows: list[RowRecipe]
     note: str = ""
+    memory: Optional[str] = None
+    """A memory accounting the report renders next to the table (``reopold``: methods/reopold/memory.py,
+    Table 8's variants at the paper's sizes)."""
+    scaling: Optional[ScalingRecipe] = None
+    """A test-time scaling curve on some rows (see ``ScalingRecipe``)."""
 
     def __post_init__(self) -> None:
         keys = [c.key for c in self.columns]
@@ -207,6 +251,14 @@ class TableRecipe:
             if (r.group, r.key) in seen:
                 raise ValueError(f"{self.id}: duplicate row {r.group}/{r.key}")
             seen.add((r.group, r.key))
+        if self.memory is not None and self.memory not in MEMORY_SECTIONS:
+            raise ValueError(f"{self.id}: memory: unknown accounting {self.memory!r} (known: {list(MEMORY_SECTIONS)})")
+        if self.scaling is not None:
+            for ref in self.scaling.rows:
+                group, _, key = ref.rpartition("/")
+                row = self.row(key, group if "/" in ref else None)
+                if row.derived:
+                    raise ValueError(f"{self.id}: scaling: row {ref} is derived (no model to sample)")
 
     def row(self, key: str, group: Optional[str] = None) -> RowRecipe:
         found = [r for r in self.rows if r.key == key and (group is None or r.group == group)]
@@ -399,6 +451,6 @@ def check_recipe(recipe: Recipe, published: Any, methods: Optional[dict[str, Any
     return problems
 
 
-__all__ = ["Checkpoint", "ColumnRecipe", "EvalSettings", "ModelSpec", "PAPERS_DIR", "PROFILES", "PerProfile",
-           "Recipe", "RowRecipe", "Stage", "TableRecipe", "check_recipe", "eval_key", "list_recipes", "load_recipe",
+__all__ = ["Checkpoint", "ColumnRecipe", "EvalSettings", "MEMORY_SECTIONS", "ModelSpec", "PAPERS_DIR", "PROFILES",
+           "PerProfile", "Recipe", "RowRecipe", "SCALING_METRICS", "ScalingRecipe", "Stage", "TableRecipe", "check_recipe", "eval_key", "list_recipes", "load_recipe",
            "load_recipe_file"]

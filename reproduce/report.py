@@ -130,7 +130,118 @@ def build_report(out: Path, table_id: str, *, tolerance: float = DEFAULT_TOLERAN
         "curves": stage_metrics(plan, out, [s.dir for s in stage_dirs]),
         "constant_baseline": constant_baselines(plan, table_id),
         "provenance": _provenance(plan, out, table_id, [s.dir for s in stage_dirs], published_dir),
+        "scaling": scaling_data(plan, out, tp.scaling) if tp.scaling else None,
+        "memory": memory_section(tp.memory) if tp.memory else None,
     }
+
+
+def memory_section(name: str) -> dict[str, Any]:
+    """The memory accounting ``name`` (``reproduce.recipes.MEMORY_SECTIONS``) as a report section."""
+    import importlib
+
+    from reproduce.recipes import MEMORY_SECTIONS
+
+    return importlib.import_module(MEMORY_SECTIONS[name]).report_section()
+
+
+def scaling_data(plan: Plan, out: Path, sc: dict[str, Any]) -> dict[str, Any]:
+    """The planned test-time scaling curves (``TablePlan.scaling``) measured from the sampled
+    evaluations' records: per row and benchmark, Pass@k / Avg@k / Maj@k (percent) for k = 1..k
+    (``evals.scaling.scaling_curve``), or the reason there is none."""
+    from evals.runner import read_records
+    from evals.scaling import scaling_curve
+
+    curves = []
+    for r in sc["rows"]:
+        ev = plan.evals[r["eval"]]
+        for b in sc["benchmarks"]:
+            entry = {"group": r["group"], "key": r["key"], "label": r["label"], "benchmark": b}
+            records = read_records(Path(out) / ev.dir / b / "records.jsonl")
+            if not records:
+                entry["status"] = r["status"] if r["status"] != RUNNABLE else "not run"
+            else:
+                cur = scaling_curve(records)
+                keep = sum(k <= sc["k"] for k in cur["k"])  # k = 1..min(draws, planned k)
+                entry.update(status="run", **{m: (v[:keep] if isinstance(v, list) else v) for m, v in cur.items()})
+            curves.append(entry)
+    return {**{k: v for k, v in sc.items() if k != "rows"}, "curves": curves}
+
+
+def _scaling_ks(n: int) -> list[int]:
+    """The k shown in the scaling tables: powers of two up to n, and n."""
+    ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n]
+    return ks + ([n] if n not in ks else [])
+
+
+def scaling_tables(rep: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(benchmark, headers, body) per benchmark of the report's scaling curves: one line per row
+    and metric, one column per k."""
+    sc = rep.get("scaling")
+    if not sc:
+        return []
+    ks = _scaling_ks(sc["k"])
+    out = []
+    for b in sc["benchmarks"]:
+        body = []
+        for c in (c for c in sc["curves"] if c["benchmark"] == b):
+            name = f"{c['group']}/{c['key']}" if c["group"] else c["key"]
+            for m in sc["metrics"]:
+                if c["status"] != "run":
+                    body.append([name, f"{m.capitalize()}@k"] + ["—"] * len(ks) + [c["status"]])
+                    continue
+                vals = dict(zip(c["k"], c[m]))
+                body.append([name, f"{m.capitalize()}@k"] + [_fmt(vals.get(k)) for k in ks]
+                            + [f"n={c['n_items']}, {c['n_draws']} draws"])
+        out.append((b, ["row", "metric"] + [f"k={k}" for k in ks] + ["items"], body))
+    return out
+
+
+def plot_scaling(rep: dict[str, Any]) -> Optional[str]:
+    """Pass@k / Avg@k / Maj@k against k, one panel per metric and benchmark, one line per row
+    (REOPOLD Figure 1(b) / Figure 13)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sc = rep.get("scaling")
+    if not sc or not any(c["status"] == "run" for c in sc["curves"]):
+        return None
+    metrics, benches = sc["metrics"], sc["benchmarks"]
+    fig, axes = plt.subplots(len(metrics), len(benches), figsize=(4.2 * len(benches), 3.0 * len(metrics)),
+                             squeeze=False)
+    for i, m in enumerate(metrics):
+        for j, b in enumerate(benches):
+            ax = axes[i][j]
+            values: list[float] = []
+            for c in sc["curves"]:
+                if c["benchmark"] == b and c["status"] == "run":
+                    name = f"{c['group']}/{c['key']}" if c["group"] else c["key"]
+                    ax.plot(c["k"], c[m], marker="o", ms=3, label=name)
+                    values += c[m]
+            ax.set_xscale("log", base=2)
+            ks = _scaling_ks(sc["k"])
+            ax.set_xticks(ks)
+            ax.set_xticklabels([str(k) for k in ks])
+            if values:
+                pad = max(2.0, 0.1 * (max(values) - min(values)))
+                ax.set_ylim(max(0.0, min(values) - pad), min(100.0, max(values) + pad))
+            ax.set_title(f"{b}: {m.capitalize()}@k", fontsize=9)
+            ax.set_xlabel("k (samples per item)")
+            ax.set_ylabel("%")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+    fig.suptitle(f"{rep['paper']} {rep['table']}: test-time scaling ({sc['label']})"
+                 + (" — SMOKE PROFILE" if rep["smoke"] else ""), fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _scaling_intro(sc: dict[str, Any]) -> str:
+    return (f"{'/'.join(m.capitalize() + '@k' for m in sc['metrics'])} against k ({sc['label']}; sampled at "
+            f"T={sc['temperature']:g}), as in {sc['source'] or 'the paper'}. Pass@k: unbiased estimator "
+            f"(Chen et al. 2021) from all draws; Avg@k: mean accuracy of the first k draws; Maj@k: majority "
+            f"vote over the first k draws' extracted answers (ties to the answer drawn first)."
+            + (f" {sc['note']}" if sc.get("note") else ""))
 
 
 def _provenance(plan: Plan, out: Path, table_id: str, stage_dirs: list[str],
@@ -257,6 +368,15 @@ def to_markdown(rep: dict[str, Any]) -> str:
                       f"{_fmt(base[c['key']]['value'])} n={base[c['key']]['n']} (`{base[c['key']]['constant']}`)"
                       if c["key"] in base else "—" for c in rep["columns"]]],
                       headers=["row"] + [c["label"] for c in rep["columns"]], tablefmt="github"), ""]
+    if rep.get("memory"):
+        mem = rep["memory"]
+        parts += [f"## {mem['title']}", "", mem["note"], "",
+                  tabulate(mem["rows"], headers=mem["headers"], tablefmt="github"), ""]
+    if rep.get("scaling"):
+        sc = rep["scaling"]
+        parts += [f"## Test-time scaling ({sc['label']})", "", _scaling_intro(sc), ""]
+        for bench, h, b in scaling_tables(rep):
+            parts += [f"### {bench}", "", tabulate(b, headers=h, tablefmt="github"), ""]
     parts += ["## Rows", "", tabulate(_rows_table(rep)[1], headers=_rows_table(rep)[0], tablefmt="github"), ""]
     if rep["stages"]:
         h, b = _stages_table(rep)
@@ -399,6 +519,10 @@ def to_html(rep: dict[str, Any]) -> str:
              "<h2>Measured vs published</h2><p>Each cell: measured [95% bootstrap CI] / published, status "
              "mark (= agrees, ▲ above, ▼ below, · not run, ? missing in paper).</p>",
              _html_table(gh, gb, gcls)]
+    if rep.get("memory"):
+        mem = rep["memory"]
+        parts += [f"<h2>{html.escape(mem['title'])}</h2><p>{html.escape(mem['note'])}</p>",
+                  _html_table(mem["headers"], mem["rows"])]
     img = plot_columns(rep)
     if img:
         parts.append(f'<h2>Per column</h2><img alt="measured vs published" src="data:image/png;base64,{img}">')
@@ -406,6 +530,14 @@ def to_html(rep: dict[str, Any]) -> str:
     parts.append("<h2>Learning curves</h2>")
     parts.append(f'<img alt="learning curves" src="data:image/png;base64,{curves}">' if curves
                  else "<p>No training metrics in this run (no stage was trained).</p>")
+    if rep.get("scaling"):
+        sc = rep["scaling"]
+        parts.append(f"<h2>Test-time scaling ({html.escape(sc['label'])})</h2><p>{html.escape(_scaling_intro(sc))}</p>")
+        img = plot_scaling(rep)
+        parts.append(f'<img alt="test-time scaling" src="data:image/png;base64,{img}">' if img
+                     else "<p>No sampled evaluation of the scaling rows has run.</p>")
+        for bench, h, b in scaling_tables(rep):
+            parts += [f"<h3>{html.escape(bench)}</h3>", _html_table(h, b)]
     parts += ["<h2>Rows</h2>", _html_table(*_rows_table(rep))]
     if rep["stages"]:
         parts += ["<h2>Training stages</h2>", _html_table(*_stages_table(rep))]
@@ -438,5 +570,6 @@ def regenerate(out: Path, *, tolerance: float = DEFAULT_TOLERANCE, tables: Optio
     return written
 
 
-__all__ = ["SMOKE_BANNER", "build_report", "collect", "plot_columns", "plot_curves", "provenance_lines", "regenerate", "to_html",
+__all__ = ["SMOKE_BANNER", "build_report", "collect", "memory_section", "plot_columns", "plot_curves", "plot_scaling",
+           "scaling_data", "scaling_tables", "provenance_lines", "regenerate", "to_html",
            "to_markdown", "write_reports"]

@@ -85,8 +85,7 @@ def test_table5_stages_switch_the_components_as_published():
 
 
 MISSING = {"grpo numbers quoted from NoisyRollout's paper (dagger); no released checkpoint",
-           "pixel-reasoner curiosity-reward grpo", "gkd with the top-5 approximation (App. D)",
-           "reopold with the top-5 approximation (App. D)"}
+           "pixel-reasoner curiosity-reward grpo"}
 
 
 def test_every_harness_trained_row_is_runnable_in_smoke():
@@ -106,6 +105,12 @@ def test_every_harness_trained_row_is_runnable_in_smoke():
     # GKD (full vocabulary) is trained here; the paper ran out of memory
     gkd = next(r for r in plan.tables["table8"].rows if r.key == "gkd")
     assert plan.stages[plan.models[gkd.model].source["stage"]].overrides["loss"] == "jsd"
+    # the dagger variants (App. D, Top-5 approximation) are trained too
+    by_key = {r.key: plan.stages[plan.models[r.model].source["stage"]] for r in plan.tables["table8"].rows}
+    assert by_key["gkd_top5"].method == "opd" and by_key["gkd_top5"].overrides["loss"] == "topk-jsd"
+    assert by_key["gkd_top5"].overrides["top_k"] == 5
+    assert by_key["reopold_top5"].method == "reopold" and by_key["reopold_top5"].overrides["top_k"] == 5
+    assert "top_k" not in by_key["reopold"].overrides
 
 
 def test_paper_dry_run_prints_the_published_recipe(capsys):

@@ -21,9 +21,14 @@ class OPDConfig(OnlineConfig):
     teacher_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     teacher_micro_batch_size: Optional[int] = None
     """Rows per teacher forward (None: ``micro_batch_size``)."""
-    loss: Literal["k1-reward", "rkl-sampled", "full-rkl", "full-fkl", "jsd"] = "k1-reward"
+    loss: Literal["k1-reward", "rkl-sampled", "full-rkl", "full-fkl", "jsd", "topk-jsd"] = "k1-reward"
     """methods.opd.loss: sampled-token reward with stop-gradient (default), the same with the
-    gradient through the reward (REOPOLD's RKL baseline), or GKD's full-vocabulary divergences."""
+    gradient through the reward (REOPOLD's RKL baseline), GKD's full-vocabulary divergences, or
+    GKD with the top-k approximation (``topk-jsd``: JSD(0.5) over the teacher's ``top_k`` tokens
+    and a tail bucket, the teacher kept as k ids and log-probs per token; REOPOLD App. D "GKD†")."""
+    top_k: int = 5
+    """``loss=topk-jsd``: size of the teacher's support (REOPOLD App. D: "the commonly used Top-5
+    approximation")."""
     jsd_beta: float = 0.5
     """GKD's JSD(beta) interpolation (``loss=jsd``); TRL's GKDConfig default 0.5."""
     reward_logp: Literal["current", "old"] = "current"
@@ -50,6 +55,8 @@ class OPDConfig(OnlineConfig):
         super().__post_init__()
         if not self.teacher:
             raise ValueError("teacher: required (a model that shares the student's vocabulary)")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if not 0.0 <= self.jsd_beta <= 1.0:
             raise ValueError(f"jsd_beta must be in [0, 1], got {self.jsd_beta}")
 

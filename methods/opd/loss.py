@@ -15,6 +15,10 @@ KL, REOPOLD Eq. 2). Five readings of "minimise KL(pi_theta || pi_T) on the stude
 - ``full-rkl``, ``full-fkl``, ``jsd`` — GKD (Agarwal et al. 2024, arXiv 2306.13649) on-policy:
   the full-vocabulary reverse KL(p || q), forward KL(q || p) and generalised JSD(beta) at every
   sampled prefix, through ``harness.losses``' chunked primitives (no N x V logits kept).
+- ``topk-jsd`` — GKD with the top-k approximation (REOPOLD App. D / Table 8 "GKD†": "the commonly
+  used Top-5 approximation"): JSD(0.5) between student and teacher compressed onto the teacher's
+  top-k tokens plus one tail bucket (``harness.losses.teacher_topk_jsd``); the teacher is kept
+  only as its k ids and log-probs per token.
 
 All of them aggregate with ``harness.losses.agg_loss`` over the mini-batch's global counts.
 """
@@ -28,8 +32,9 @@ from torch import Tensor
 from harness import losses
 
 Number = Union[int, float, Tensor, None]
-OPD_LOSSES = ("k1-reward", "rkl-sampled", "full-rkl", "full-fkl", "jsd")
+OPD_LOSSES = ("k1-reward", "rkl-sampled", "full-rkl", "full-fkl", "jsd", "topk-jsd")
 FULL_VOCAB = ("full-rkl", "full-fkl", "jsd")
+TOP_K = ("topk-jsd",)
 
 
 def token_reward(teacher_logp: Tensor, student_logp: Tensor, mask: Tensor) -> Tensor:
@@ -88,6 +93,26 @@ def gkd_loss(student: losses.Side, teacher: losses.Side, mask: Tensor, divergenc
         per_token = losses.get_loss("jsd")(student, teacher, mask, chunk_size, beta=beta)
     else:
         raise ValueError(f"unknown GKD divergence {divergence!r}; expected one of {FULL_VOCAB}")
+    loss = losses.agg_loss(per_token, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs,
+                           max_len=max_len)
+    return loss, per_token
+
+
+@losses.register_loss("opd/gkd-topk")
+def gkd_topk_loss(student: losses.Side, teacher: losses.TopKTeacher, mask: Tensor, *,
+                  chunk_size: Optional[int] = None, agg: str = "token-mean", global_tokens: Number = None,
+                  global_seqs: Number = None, max_len: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """GKD on the student's own samples with the top-k approximation (REOPOLD App. D, Table 8
+    "GKD†": the full-vocabulary GKD ran out of memory, so the teacher is cut to its Top-5). Per
+    sampled prefix, with S the teacher's top-k ids (``teacher``, from ``harness.losses.teacher_topk``):
+
+        p~ = (p(S), 1 - p(S)),   q~ = (q(S), 1 - q(S)),   D = JSD(0.5)(q~, p~)
+
+    (``harness.losses.teacher_topk_jsd``: the tail keeps the mass outside S, no renormalisation
+    [A] — the paper states neither the divergence nor how the top-5 are renormalised), then
+    aggregated by ``agg``. With k = V this is ``gkd_loss(..., "jsd")``. Returns
+    ``(loss, per-token divergence)``; ``student`` is logits or ``HiddenHead``."""
+    per_token = losses.get_loss("teacher_topk_jsd")(student, teacher, mask, chunk_size)
     loss = losses.agg_loss(per_token, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs,
                            max_len=max_len)
     return loss, per_token

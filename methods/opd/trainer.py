@@ -21,7 +21,7 @@ from harness.update import Normalizers
 from methods.grpo.data import load_rows, require
 from methods.opd import loss as opd_loss  # noqa: F401  (registers the opd/* losses)
 from methods.opd.config import OPDConfig
-from methods.opd.loss import FULL_VOCAB
+from methods.opd.loss import FULL_VOCAB, TOP_K
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -42,14 +42,25 @@ class OPD(OnlineMethod):
     def full_vocab(self) -> bool:
         return self.cfg.loss in FULL_VOCAB
 
+    @property
+    def teacher_top_k(self) -> int | None:
+        """k when the loss reads the teacher as its top-k ids and log-probs (``loss=topk-jsd``)."""
+        return self.cfg.top_k if self.cfg.loss in TOP_K else None
+
     def prepare(self, traj: Trajectories, ctx: Context, step: int) -> dict[str, float]:
         cfg = self.cfg
         mbs = cfg.teacher_micro_batch_size or cfg.micro_batch_size
-        if self.full_vocab or cfg.log_full_rkl:
+        if self.full_vocab or cfg.log_full_rkl or self.teacher_top_k:
             hidden, weight = response_hidden_states(self.teacher, traj, cfg.teacher_view, grad=False,
                                                     micro_batch_size=mbs)
             self.teacher_weight = weight.detach()
-            traj.extras["teacher_hidden"] = hidden.detach()
+            if self.full_vocab or cfg.log_full_rkl:
+                traj.extras["teacher_hidden"] = hidden.detach()
+            if self.teacher_top_k:  # the top-k approximation keeps k ids and log-probs a token, no hidden states
+                top = losses.teacher_topk(losses.HiddenHead(hidden.detach(), weight.detach()), traj.response_mask,
+                                          self.teacher_top_k, cfg.kl_chunk_size)
+                traj.extras["teacher_topk_ids"] = top.ids.to(torch.int32)
+                traj.extras["teacher_topk_logq"] = top.logq.float()
             with torch.no_grad():
                 lp = logprobs_from_hidden(hidden, lambda h: h @ weight.t().to(h.dtype), traj.response_ids)
             traj.extras["teacher_logp"] = lp * traj.response_mask.to(lp.dtype)
@@ -86,6 +97,11 @@ class OPD(OnlineMethod):
         elif cfg.loss == "rkl-sampled":
             loss, stats = losses.get_loss("opd/rkl-sampled")(out.logp, mb.old_logp, teacher_logp, mask,
                                                              agg=cfg.loss_agg, **glob)
+        elif cfg.loss in TOP_K:
+            teacher_top = losses.TopKTeacher(mb.extras["teacher_topk_ids"].long(), mb.extras["teacher_topk_logq"])
+            loss, per_token = losses.get_loss("opd/gkd-topk")(out.head, teacher_top, mask, chunk_size=cfg.kl_chunk_size,
+                                                             agg=cfg.loss_agg, **glob)
+            stats = {"divergence": masked_mean(per_token, mask)}
         else:
             assert self.teacher_weight is not None
             teacher = losses.HiddenHead(mb.extras["teacher_hidden"], self.teacher_weight)

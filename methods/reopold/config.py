@@ -66,6 +66,13 @@ class REOPOLDConfig(OnlineConfig):
     rollout batch; ``current``, the update's own forward (``ViewOutput.entropy()``), the threshold
     over the optimizer mini-batch, which must then be one micro-batch per rank (the normaliser
     ``sum M`` needs every selected token before the loss is divided)."""
+    top_k: Optional[int] = None
+    """None (default, the paper's REOPOLD): the sampled-token reward ``R = lp^T - lp^S``.
+    An integer k: "Reopold†" of App. D / Table 8 [A] — at every sampled prefix the reward is the
+    expectation over the teacher's top-k tokens of the floored log-ratio, student and teacher
+    renormalised on those k tokens (``methods.reopold.loss.reopold_topk_loss``); k = 5 is the
+    paper's "Top-5 approximation", k >= V the full vocabulary. Needs ``stop_grad``; the PPO ratio
+    clip does not apply (no sampled token is reweighted)."""
     entropy_chunk_size: Optional[int] = None
     """Tokens per chunk of the full-vocabulary entropy (None: ~32 MiB of fp32 logits)."""
     log_full_rkl: bool = False
@@ -89,6 +96,11 @@ class REOPOLDConfig(OnlineConfig):
             raise ValueError(f"explore_mask must be one of {EXPLORE_MASKS}, got {self.explore_mask!r}")
         if not self.stop_grad and self.reward_logp != "current":
             raise ValueError("stop_grad=false puts the gradient through R: reward_logp must be 'current'")
+        if self.top_k is not None:
+            if self.top_k < 1:
+                raise ValueError(f"top_k must be >= 1 or null, got {self.top_k}")
+            if not self.stop_grad:
+                raise ValueError("top_k (Reopold†) is defined with the stop-gradient reward: stop_grad must be true")
         rows = self.prompts_per_step * self.num_generations
         if self.select_policy == "current" and self.micro_batch_size * self.mini_batches_per_step < rows:
             raise ValueError(f"select_policy=current needs one micro-batch per mini-batch: micro_batch_size >= "

@@ -198,6 +198,39 @@ def reopold_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, select: T
     return loss, stats
 
 
+@losses.register_loss("reopold/topk")
+def reopold_topk_loss(student: losses.Side, teacher: losses.TopKTeacher, select: Tensor, *, lam: float,
+                      reward_clip: bool = True, chunk_size: Optional[int] = None,
+                      global_selected: Number = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """``-J`` of "Reopold†" (REOPOLD App. D, Table 8: Reopold "using the full vocabulary or applying
+    the Top-5 approximation"), to be minimised. The paper gives no formula; our reading [A]
+    (docs/deviations.md) replaces Eq. 4's single-sample term ``rho_t Rhat_t`` by its exact
+    expectation over the teacher's top-k tokens S_t at the sampled prefix h_t:
+
+        r_t = sum_{v in S_t} p~(v|h_t) max( log q~(v|h_t) - log p~(v|h_t), c_lambda )
+        loss = - sum_t M_t r_t / sum M
+
+    with ``p~``, ``q~`` the student and teacher renormalised on S_t and the reward held constant in
+    the gradient (stop-gradient, Remark 3.1): ``grad r_t = sum_v Rhat(v) grad p~(v)``
+    (``harness.losses.topk_expected_reward``). The selection ``M`` (Eqs. 6, 8-10, from the sampled
+    token) and its normaliser are REOPOLD's unchanged; no importance ratio is needed since no
+    sampled token is reweighted (the prefix is the sampler's, as in GKD). Properties (tests): with
+    S the whole vocabulary and no floor, ``r_t = -KL(p || q)`` and the loss is the masked mean
+    full-vocabulary reverse KL; it does not depend on the order of the vocabulary; its gradient
+    vanishes where student and teacher agree on S.
+
+    ``select`` is ``M`` (B, T) times the response mask; ``global_selected`` as ``reopold_loss``.
+    Returns ``(loss, stats)``: ``reward`` (mean ``r_t`` over the selected tokens)."""
+    floor = clip_floor(lam) if reward_clip else -math.inf
+    r = losses.get_loss("topk_expected_reward")(student, teacher, select, floor, chunk_size)
+    loss = losses.agg_loss(-r, select, "token-mean", global_tokens=global_selected)
+    with torch.no_grad():
+        selected = select != 0
+        n = selected.sum().clamp_min(1).to(r.dtype)
+        stats = {"reward": torch.where(selected, r.detach(), torch.zeros_like(r)).sum() / n}
+    return loss, stats
+
+
 def _unclipped(logp: Tensor, old_logp: Tensor, value: Tensor, sel: Tensor, global_selected: Number) -> Tensor:
     """``-sum M rho v / sum M`` with ``rho = exp(lp - lp^old)`` (gradient through ``rho`` and any
     gradient ``value`` carries)."""
@@ -209,5 +242,5 @@ def _unclipped(logp: Tensor, old_logp: Tensor, value: Tensor, sel: Tensor, globa
 
 
 __all__ = ["EXPLORE_MASKS", "clip_floor", "clipped_reward", "entropy_mask", "entropy_threshold", "exploration_mask",
-           "in_exploration", "mixture_bound", "reopold_loss", "selection_mask", "threshold_by_bisection",
+           "in_exploration", "mixture_bound", "reopold_loss", "reopold_topk_loss", "selection_mask", "threshold_by_bisection",
            "top_count"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from harness import losses
 from harness.forward import Forward, policy_forward
 from harness.reward_registry import make_reward_fn
 from harness.trainer import Context, RewardFn, run_online
@@ -31,6 +32,10 @@ class REOPOLD(OPD):
     @property
     def full_vocab(self) -> bool:
         return False
+
+    @property
+    def teacher_top_k(self) -> int | None:
+        return self.cfg.top_k
 
     def uses_entropy(self, step: int) -> bool:
         cfg = self.cfg
@@ -100,11 +105,17 @@ class REOPOLD(OPD):
             select, n_selected = self._current_selection(out, mb, step)
         else:
             select, n_selected = mb.extras["select"], float(mb.extras["selected_norm"][0])
-        loss, stats = rl.reopold_loss(
-            out.logp, mb.old_logp, mb.extras["teacher_logp"], select, lam=cfg.clip_coef,
-            stop_grad=cfg.stop_grad, reward_clip=cfg.reward_clip, ppo_clip=cfg.ppo_clip, clip_low=cfg.clip_low,
-            clip_high=cfg.clip_high, reward_logp=None if cfg.reward_logp == "current" else mb.old_logp,
-            global_selected=n_selected)
+        if cfg.top_k is None:  # the paper's sampled-token reward
+            loss, stats = rl.reopold_loss(
+                out.logp, mb.old_logp, mb.extras["teacher_logp"], select, lam=cfg.clip_coef,
+                stop_grad=cfg.stop_grad, reward_clip=cfg.reward_clip, ppo_clip=cfg.ppo_clip, clip_low=cfg.clip_low,
+                clip_high=cfg.clip_high, reward_logp=None if cfg.reward_logp == "current" else mb.old_logp,
+                global_selected=n_selected)
+        else:  # Reopold† (App. D): expected reward over the teacher's top-k tokens
+            teacher = losses.TopKTeacher(mb.extras["teacher_topk_ids"].long(), mb.extras["teacher_topk_logq"])
+            loss, stats = rl.reopold_topk_loss(out.head, teacher, select, lam=cfg.clip_coef,
+                                               reward_clip=cfg.reward_clip, chunk_size=cfg.kl_chunk_size,
+                                               global_selected=n_selected)
         stats["token_reward"] = masked_mean(mb.extras["teacher_logp"] - out.logp, mb.response_mask)
         return loss, stats
 
