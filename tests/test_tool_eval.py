@@ -91,7 +91,7 @@ def test_smoke_tool_traces_are_well_formed_tool_calls():
         assert call_text.startswith(CALL_OPEN) and call_text.endswith(CALL_CLOSE)
         assert parsed.name == "crop_image"
         w, h = r.images[0].size
-        assert parsed.arguments == {"bbox_2d": tool_trace_box(w, h), "target_image": 1}
+        assert parsed.arguments == {"bbox_2d": tool_trace_box(w, h)}
         assert isinstance(obs, Observation) and not obs.error and len(obs.images) == 1
         x1, y1, x2, y2 = tool_trace_box(w, h)
         assert obs.images[0].size[0] >= x2 - x1

@@ -195,7 +195,7 @@ def easy_vqa_tool_traces(n: int, split: str = "train", seed: int = 0, kinds: tup
     out = []
     for s in easy_vqa(n, split, seed, kinds, instruction=instruction, form=form):
         w, h = s.images[0].size
-        args = {"bbox_2d": tool_trace_box(w, h), "target_image": 1}
+        args = {"bbox_2d": tool_trace_box(w, h)}   # target_image defaults to 1 (the original image)
         call = f'{CALL_OPEN}{json.dumps({"name": "crop_image", "arguments": args})}{CALL_CLOSE}'
         obs = execute_tool_call(ToolCall("crop_image", args), s.images)
         if obs.error:  # never for easy-vqa's 64 x 64 images; a trace must show a successful call
