@@ -179,7 +179,9 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
     multi-turn rollout (``harness.rollout.multiturn.MultiTurnEngine`` over the engine) in which up
     to ``tool_rounds`` calls of ``tools`` are executed and their observations (e.g. the cropped
     image) shown to the model, then one final round; the final answer is read from the end of the
-    whole trajectory, and each record lists its calls (``tool_calls``). Without ``system`` the
+    model's own text (every round's generated tokens, observations left out: a number in a crop box
+    or an error message is never taken for the answer); each record lists its calls
+    (``tool_calls``) and keeps the whole trajectories, observations included (``trajectories``). Without ``system`` the
     system prompt is ``harness.tools.tool_system_prompt(tools)``. ``max_new_tokens`` bounds the
     generated tokens of a response over all its rounds.
     """
@@ -243,13 +245,16 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
             t0 = time.perf_counter()
             traj = engine_obj.generate(chunk, sampling)  # type: ignore[union-attr]
             per_sample = (time.perf_counter() - t0) / len(chunk)
+            generated = (traj.extras or {}).get("generated_texts")
             for g, sample in enumerate(chunk):
-                responses = list(traj.texts[g * k:(g + 1) * k])
+                # multi-turn: the model's own tokens are scored, observations left out
+                responses = list((generated or traj.texts)[g * k:(g + 1) * k])
                 record = score_sample(bench, sample, responses, judge=judge)
                 record.update({"prompt_hash": hashes[sample.id], "time_s": round(per_sample, 4)})
                 calls = (traj.extras or {}).get("tool_calls")
                 if calls is not None:
                     record["tool_calls"] = [list(c) for c in calls[g * k:(g + 1) * k]]
+                    record["trajectories"] = list(traj.texts[g * k:(g + 1) * k])
                 append_jsonl(rec_path, record, fsync=True)
                 done[sample.id] = record
                 if on_record:

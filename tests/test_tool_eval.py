@@ -60,7 +60,10 @@ def test_tool_eval_returns_the_crop_and_scores_the_final_answer(vlm, tmp_path):
         (calls,) = r["tool_calls"]                       # k = 1: one response, its calls
         assert len(calls) == 1 and calls[0]["name"] == "crop_image" and not calls[0]["error"]
         assert "Cropped region [8, 8, 56, 56] of image 1" in calls[0]["observation"]
-        assert "Cropped region" in r["response"] and r["response"].rstrip().endswith(f"\\boxed{{{first_gold}}}")
+        (traj,) = r["trajectories"]                     # the whole trajectory, observation included
+        assert "Cropped region [8, 8, 56, 56]" in traj and traj.rstrip().endswith(f"\\boxed{{{first_gold}}}")
+        assert "Cropped region" not in r["response"]     # scored: the model's own tokens only
+        assert r["response"].startswith("Let me look closer. <tool_call>")
         assert r["extracted"] == first_gold
         assert r["correct"] == [golds[r["id"]] == first_gold]
     summary = out["pixel_reasoner"]
@@ -75,7 +78,20 @@ def test_tool_rounds_zero_is_single_turn(vlm, tmp_path):
     evals.run("scripted", "pixel_reasoner", out_dir=tmp_path, engine=engine, source="smoke", smoke_n=1,
               max_new_tokens=80, progress=False)
     (rec,) = [json.loads(line) for line in (tmp_path / "pixel_reasoner" / "records.jsonl").read_text().splitlines()]
-    assert "tool_calls" not in rec and "Cropped region" not in rec["response"]
+    assert "tool_calls" not in rec and "trajectories" not in rec and "Cropped region" not in rec["response"]
+
+
+def test_numbers_in_an_observation_are_never_the_answer(vlm, tmp_path):
+    """A malformed call's error text holds numbers ("char 0"); a model that then writes no answer
+    must score as unanswered, not as having answered a number from the observation."""
+    rounds = ['<tool_call>{"name": }</tool_call>', "I cannot tell."]
+    evals.run("scripted", "tallyqa", out_dir=tmp_path, engine=_Engine(vlm, rounds), source="smoke", smoke_n=2,
+              max_new_tokens=80, tool_rounds=1, progress=False)
+    recs = [json.loads(line) for line in (tmp_path / "tallyqa" / "records.jsonl").read_text().splitlines()]
+    for r in recs:
+        assert r["tool_calls"][0][0]["error"] and "char" in r["tool_calls"][0][0]["observation"]
+        assert "char" in r["trajectories"][0] and "char" not in r["response"]
+        assert "char" not in str(r["extracted"]) and r["score"] == 0
 
 
 def test_smoke_tool_traces_are_well_formed_tool_calls():
