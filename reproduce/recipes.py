@@ -40,6 +40,14 @@ of that same architecture (``harness.models.smoke_model_path``): that is what tr
 in smoke too, so the row is the honest "before" of the trained rows, labelled as a smoke stand-in.
 A ``published`` checkpoint (another group's trained model) has no stand-in: in smoke its row is
 reported as "needs <hub id> (paper profile)" and every cell as not run.
+
+Trained smoke stand-ins. A checkpoint may name ``smoke_stage: <stage id>``: in smoke that stage is
+trained and its output stands in for the checkpoint wherever the recipe names it (stage ``init`` /
+``teacher``, rows ``model: {hub: ...}``); the paper profile loads the hub checkpoint. A stage with
+``profiles: [smoke]`` runs only in smoke (planning it in the paper profile is an error). REOPOLD
+Table 6 uses both for its SFT-ed tool-using warm start. A column with ``tool_rounds: N`` is
+evaluated multi-turn with tools (``evals.run(tool_rounds=N)``); ``evaluation.<profile>.
+max_tool_rounds`` caps N and ``tool_max_new_tokens`` sets those columns' generation cap.
 """
 from __future__ import annotations
 
