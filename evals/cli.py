@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max-new-tokens", type=int, default=None, help="default: from --profile")
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--system", default=None, help="system prompt: vgs | ptdpo | think | literal text")
+    r.add_argument("--tool-rounds", type=int, default=0,
+                   help="multi-turn tool use: at most N crop_image calls per response, each observation shown "
+                        "to the model (Pixel-Reasoner's protocol: 5); default 0, single-turn")
     r.add_argument("--judge", default=None, metavar="URL", help="OpenAI-compatible endpoint for LLM extraction")
     r.add_argument("--judge-model", default="gpt-4o-mini")
     r.add_argument("--judge-api-key-env", default="OPENAI_API_KEY",
@@ -124,7 +127,8 @@ def _main(args: argparse.Namespace) -> int:
                         max_new_tokens=args.max_new_tokens, judge_url=args.judge, judge_model=args.judge_model,
                         judge_api_key_env=args.judge_api_key_env,
                         batch_size=args.batch_size, system=args.system, seed=args.seed, device=args.device,
-                        dtype=args.dtype, smoke_n=args.smoke_n, progress=not args.no_progress)
+                        dtype=args.dtype, smoke_n=args.smoke_n, progress=not args.no_progress,
+                        tool_rounds=args.tool_rounds)
     except (KeyError, ValueError) as e:  # unknown names, bad settings (EvalConfigError names the file)
         print(f"evals: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return EXIT_USER_ERROR

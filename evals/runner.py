@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,6 +55,8 @@ class RunSettings:
     system: str | None
     seed: int
     extractor: str
+    tool_rounds: int = 0
+    """Tool calls executed per response at most (multi-turn evaluation); 0: single-turn."""
 
 
 def prompt_hash(sample: Sample) -> str:
@@ -140,6 +142,9 @@ def _check_settings(path: Path, settings: RunSettings) -> None:
     cur = asdict(settings)
     old = _read_settings(path, path.with_name("records.jsonl"))
     if old is not None:
+        # a setting added after the records were made (e.g. tool_rounds) reads as its default
+        defaults = {f.name: f.default for f in fields(RunSettings) if f.default is not MISSING}
+        old = {**{k: v for k, v in defaults.items() if k not in old}, **old}
         diff = {k: (old.get(k), v) for k, v in cur.items() if old.get(k) != v}
         if diff:
             raise EvalConfigError(
@@ -157,7 +162,8 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         judge_api_key_env: str | None = "OPENAI_API_KEY", judge_timeout_s: float = 60.0, judge_retries: int = 6,
         batch_size: int = 8, system: str | None = None, seed: int = 0, device: str = "cpu",
         dtype: str = "float32", smoke_n: int = 2, progress: bool = True,
-        on_record: Callable[[dict], None] | None = None) -> dict[str, dict]:
+        on_record: Callable[[dict], None] | None = None, tool_rounds: int = 0,
+        tools: tuple[str, ...] | list[str] = ("crop_image",)) -> dict[str, dict]:
     """Evaluate ``model`` on ``benchmarks``; returns {benchmark: summary} (also written to disk).
 
     ``mode="greedy"`` is Acc@1 (temperature 0, k 1); ``mode="sample"`` draws ``k`` responses per
@@ -168,6 +174,16 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
     scored by VLMEvalKit's judge protocol for its benchmark (``evals.judge_protocols``) over that
     OpenAI-compatible endpoint; records and summaries hold rule and judge scores side by side
     (``rule_metrics`` / ``judge_metrics``). Rule-based scoring alone is the default.
+
+    ``tool_rounds > 0`` evaluates with tools (Pixel-Reasoner's protocol): each response is a
+    multi-turn rollout (``harness.rollout.multiturn.MultiTurnEngine`` over the engine) in which up
+    to ``tool_rounds`` calls of ``tools`` are executed and their observations (e.g. the cropped
+    image) shown to the model, then one final round; the final answer is read from the end of the
+    model's own text (every round's generated tokens, observations left out: a number in a crop box
+    or an error message is never taken for the answer); each record lists its calls
+    (``tool_calls``) and keeps the whole trajectories, observations included (``trajectories``). Without ``system`` the
+    system prompt is ``harness.tools.tool_system_prompt(tools)``. ``max_new_tokens`` bounds the
+    generated tokens of a response over all its rounds.
     """
     if mode == "greedy":
         if k != 1:
@@ -180,8 +196,13 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         raise ValueError(f"unknown mode {mode!r}; known: greedy, sample")
     if k < 1:
         raise ValueError("k must be >= 1")
+    if tool_rounds < 0:
+        raise ValueError(f"tool_rounds must be >= 0, got {tool_rounds}")
     names = resolve_names(benchmarks)
     system_text = prompts.resolve_system(system)
+    if tool_rounds and system_text is None:
+        from harness.tools import tool_system_prompt
+        system_text = tool_system_prompt(tools)
     judge = None
     if judge_url:
         from evals.judge import Judge
@@ -193,8 +214,11 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
     model_name = model if isinstance(model, str) else getattr(model, "path", repr(model))
     settings = RunSettings(model=model_name, source=str(source), mode=mode, k=k, temperature=temperature,
                            top_p=top_p, max_new_tokens=max_new_tokens, system=system_text, seed=seed,
-                           extractor=extractor)
+                           extractor=extractor, tool_rounds=tool_rounds)
     engine_obj: RolloutEngine | None = engine if not isinstance(engine, str) else None
+    if engine_obj is not None and tool_rounds and hasattr(engine_obj, "continue_rows"):
+        from harness.rollout.multiturn import MultiTurnEngine
+        engine_obj = MultiTurnEngine(engine_obj, list(tools), tool_rounds)
     summaries: dict[str, dict] = {}
     for name in names:
         bench = get_benchmark(name)
@@ -210,6 +234,9 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         pending = [s for s in samples if s.id not in done]
         if pending and engine_obj is None:
             engine_obj = make_engine(model_name, str(engine), batch_size=batch_size, device=device, dtype=dtype)
+            if tool_rounds:
+                from harness.rollout.multiturn import MultiTurnEngine
+                engine_obj = MultiTurnEngine(engine_obj, list(tools), tool_rounds)
         bar = tqdm(total=len(samples), initial=len(samples) - len(pending), desc=name, disable=not progress,
                    unit="sample")
         repair_torn_tail(rec_path)          # a crash mid-write leaves a cut-off last line: drop it
@@ -218,10 +245,16 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
             t0 = time.perf_counter()
             traj = engine_obj.generate(chunk, sampling)  # type: ignore[union-attr]
             per_sample = (time.perf_counter() - t0) / len(chunk)
+            generated = (traj.extras or {}).get("generated_texts")
             for g, sample in enumerate(chunk):
-                responses = list(traj.texts[g * k:(g + 1) * k])
+                # multi-turn: the model's own tokens are scored, observations left out
+                responses = list((generated or traj.texts)[g * k:(g + 1) * k])
                 record = score_sample(bench, sample, responses, judge=judge)
                 record.update({"prompt_hash": hashes[sample.id], "time_s": round(per_sample, 4)})
+                calls = (traj.extras or {}).get("tool_calls")
+                if calls is not None:
+                    record["tool_calls"] = [list(c) for c in calls[g * k:(g + 1) * k]]
+                    record["trajectories"] = list(traj.texts[g * k:(g + 1) * k])
                 append_jsonl(rec_path, record, fsync=True)
                 done[sample.id] = record
                 if on_record:

@@ -284,6 +284,23 @@ def check_anls(ans: str, sample: Sample) -> float:
     return anls(ans, list(golds))
 
 
+def check_pixel_reasoner(ans: str, sample: Sample) -> float:
+    """Pixel-Reasoner's rule (VerlTool's ``pixel_reasoner`` reward, which its evaluation reports):
+    the boxed final answer against each gold answer by math-verify, retried in lower case; correct
+    if any gold matches. An exact normalised (case-insensitive) match counts too."""
+    from harness.rewards import verify
+
+    golds = [str(g) for g in (sample.meta.get("answers") or [sample.answer or ""])]
+    for gold in golds:
+        gold = final_answer(gold) or gold if "\\boxed" in gold else gold
+        if normalize_text(ans) and normalize_text(ans).lower() == normalize_text(gold).lower():
+            return 1.0
+        for a, g in ((ans, gold), (ans.lower(), gold.lower())):
+            if verify("\\boxed{" + a + "}", g, timeout_s=VERIFY_TIMEOUT_S):
+                return 1.0
+    return 0.0
+
+
 def check_text(ans: str, sample: Sample) -> float:
     gold = sample.answer or ""
     pg, pa = parse_number(gold), parse_number(ans)
@@ -316,4 +333,6 @@ FAMILIES: dict[str, Family] = {
     "yes_no": Family("yes_no", extract_yes_no, check_yes_no),
     "anls": Family("anls", extract_short, check_anls, pass_mark=0.5),
     "text": Family("text", extract_short, check_text),
+    "pixel_reasoner": Family("pixel_reasoner", lambda r, s: final_answer(r), check_pixel_reasoner,
+                             fallback=mathverify_answer),
 }

@@ -320,25 +320,78 @@ def encode_pairs(bundle: PolicyBundle, samples: list[Sample], view: View = "full
                  device: str | torch.device = "cpu") -> Trajectories:
     """(prompt, reference response) rows -> Trajectories for supervised training: the rendered prompt
     (left-padded) and ``sample.response`` ids plus the end-of-turn token (right-padded, cut to
-    ``max_length``); ``response_mask`` marks the target tokens."""
+    ``max_length``); ``response_mask`` marks the target tokens.
+
+    A tool-use trace (``sample.meta["response_segments"]``: a list whose items are generated text
+    (``str``, trained on) or tool observations (``harness.tools.Observation``)) is encoded as a
+    multi-turn rollout would hold it: each observation rendered as an observation turn by
+    ``harness.rollout.multiturn.render_observation`` (its images processed by ``bundle``'s image
+    processor and attended to, ``response_images``), with loss mask 0 on the observation tokens
+    (``response_valid`` marks every real token). A trace is cut to ``max_length`` too; an
+    observation that would be cut is left out whole, with the rest of the trace."""
     tok = bundle.tokenizer
     eot = end_of_turn_id(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eot
     prompts = [render_prompt(bundle, s, view)["input_ids"].reshape(-1) for s in samples]
-    responses = [torch.tensor((tok(s.response, add_special_tokens=False)["input_ids"] + [eot])[:max_length])
-                 for s in samples]
+    responses, masks, images = [], [], []
+    for s in samples:
+        segments = s.meta.get("response_segments")
+        if not segments:
+            ids = (tok(s.response, add_special_tokens=False)["input_ids"] + [eot])[:max_length]
+            responses.append(ids), masks.append([1] * len(ids)), images.append([])
+            continue
+        ids, mask, row_images = _encode_segments(bundle, segments, max_length)
+        responses.append(ids), masks.append(mask), images.append(row_images)
     B, P, T = len(samples), max(len(p) for p in prompts), max(len(r) for r in responses)
     prompt_ids = torch.full((B, P), pad, dtype=torch.long)
     prompt_mask = torch.zeros((B, P), dtype=torch.long)
     response_ids = torch.full((B, T), pad, dtype=torch.long)
     response_mask = torch.zeros((B, T), dtype=torch.long)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
+    response_valid = torch.zeros((B, T), dtype=torch.long)
+    for i, (p, r, m) in enumerate(zip(prompts, responses, masks)):
         prompt_ids[i, P - len(p):], prompt_mask[i, P - len(p):] = p, 1
-        response_ids[i, :len(r)], response_mask[i, :len(r)] = r, 1
+        response_ids[i, :len(r)], response_mask[i, :len(r)] = torch.tensor(r, dtype=torch.long), \
+            torch.tensor(m, dtype=torch.long)
+        response_valid[i, :len(r)] = 1
+    multi = any(images) or any(0 in m for m in masks)
     return Trajectories(samples=list(samples), prompt_ids=prompt_ids.to(device), prompt_mask=prompt_mask.to(device),
                         response_ids=response_ids.to(device), response_mask=response_mask.to(device),
                         old_logp=torch.zeros((B, T), device=device), group_ids=torch.arange(B, device=device),
-                        texts=[s.response or "" for s in samples])
+                        texts=[s.response or "" for s in samples],
+                        response_valid=response_valid.to(device) if multi else None,
+                        response_images=images if multi else None)
+
+
+def _encode_segments(bundle: PolicyBundle, segments: list[Any], max_length: int | None
+                     ) -> tuple[list[int], list[int], list[Any]]:
+    """Token ids, loss mask and observation images of a tool-use trace (see ``encode_pairs``)."""
+    from harness.rollout.multiturn import render_observation
+    from harness.tools import Observation
+
+    tok = bundle.tokenizer
+    ids: list[int] = []
+    mask: list[int] = []
+    images: list[Any] = []
+    limit = max_length if max_length is not None else float("inf")
+    for seg in segments:
+        if isinstance(seg, Observation):
+            obs_ids, obs_images = render_observation(bundle, seg)
+            if len(ids) + len(obs_ids) > limit:
+                break
+            ids += obs_ids
+            mask += [0] * len(obs_ids)
+            images += obs_images
+        elif isinstance(seg, str):
+            seg_ids = tok(seg, add_special_tokens=False)["input_ids"]
+            ids += seg_ids
+            mask += [1] * len(seg_ids)
+        else:
+            raise TypeError(f"response segment must be text or an Observation, got {type(seg).__name__}")
+    if len(ids) < limit:
+        ids.append(end_of_turn_id(tok))
+        mask.append(1)
+    n = int(min(len(ids), limit))
+    return ids[:n], mask[:n], images
 
 
 def _row_groups(traj: Trajectories, micro_batch_size: int | None) -> list[list[int]]:

@@ -288,6 +288,30 @@ class Calculate:
 register_tool(CropImage())
 register_tool(Calculate())
 
+
+# ---------------------------------------------------------------------------- system prompt
+TOOL_DESCRIPTIONS = {
+    "crop_image": ('crop_image: zoom into a region of an image. Arguments: "bbox_2d" [x1, y1, x2, y2], the '
+                   'box in pixel coordinates of the image (0 <= x1 < x2 <= width, 0 <= y1 < y2 <= height), '
+                   'and "target_image", the 1-based index of the image to crop (1 is the original image).'),
+    "calculate": 'calculate: evaluate an arithmetic expression. Arguments: "expression", e.g. "12 * (3 + 4)".',
+}
+
+
+def tool_system_prompt(tools: Any = ("crop_image",)) -> str:
+    """The system prompt of a tool-using policy (Pixel-Reasoner style; written for this project):
+    the tools it may call, the call format, and that the final answer goes in ``\\boxed{}``.
+    Multi-turn evaluation (evals.run with ``tool_rounds``) and the smoke tool-use SFT traces
+    (harness.data.packaged.easy_vqa_tool_traces) use the same text, so a policy sees at test time
+    the prompt it was taught on."""
+    names = sorted(resolve_tools(list(tools)))
+    lines = [TOOL_DESCRIPTIONS.get(n, f"{n}: (no description)") for n in names]
+    return ("You are a helpful assistant that can use tools to look closer at images.\n"
+            "Tools:\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+            f'To call a tool, write {CALL_OPEN}{{"name": <tool name>, "arguments": {{...}}}}{CALL_CLOSE}; '
+            "the result is shown to you in the next turn. Call a tool only when it helps, then reason "
+            "step by step and put your final answer within \\boxed{}.")
+
 __all__ = ["CALL_CLOSE", "CALL_OPEN", "Calculate", "CropImage", "Observation", "TOOLS", "Tool", "ToolCall",
            "ToolCallError", "ToolError", "error_observation", "execute_tool_call", "find_tool_call",
-           "parse_tool_call", "register_tool", "resolve_tools"]
+           "parse_tool_call", "register_tool", "resolve_tools", "tool_system_prompt"]

@@ -86,6 +86,8 @@ class PlannedEval:
     temperature: float
     dir: str
     """``evals/<model id>/<eval key>``; evals.run writes ``<dir>/<benchmark>/records.jsonl``."""
+    tool_rounds: int = 0
+    """Multi-turn tool-use evaluation: at most this many tool calls a response (0: single-turn)."""
 
 
 @dataclass
@@ -228,6 +230,8 @@ class _Planner:
             st = self._stage(self.recipe.stage(ref))
             return st.hash, {"stage": st.dir}, st.status
         ckpt = self.recipe.checkpoints[ref]
+        if self.profile == "smoke" and ckpt.smoke_stage is not None:  # a trained smoke stand-in
+            return self._ref(ckpt.smoke_stage)
         if self.profile == "paper":
             return f"hub:{ref}", {"hub": ref}, RUNNABLE
         if ckpt.smoke is None:
@@ -237,6 +241,9 @@ class _Planner:
     def _stage(self, stage: Stage) -> PlannedStage:
         if stage.id in self._by_stage_id:
             return self._by_stage_id[stage.id]
+        if self.profile not in stage.profiles:
+            raise ValueError(f"{self.recipe.paper}: stage {stage.id} runs only in the {'/'.join(stage.profiles)} "
+                             f"profile, not in {self.profile}")
         if stage.method not in self.methods:
             raise UnknownNameError(f"{self.recipe.paper}: stage {stage.id}: method {stage.method!r} is not in "
                            f"methods.registry.METHODS (known: {sorted(self.methods)})")
@@ -287,6 +294,18 @@ class _Planner:
         if row_model.missing is not None:
             m = PlannedModel(id=f"missing-{_slug(row_model.missing)}", source={"missing": row_model.missing},
                              status=not_implemented_status([row_model.missing]), label=row_model.missing)
+        elif row_model.hub is not None and self.profile == "smoke" and \
+                self.recipe.checkpoints[row_model.hub].smoke_stage is not None:
+            hub = row_model.hub
+            sid = self.recipe.checkpoints[hub].smoke_stage
+            last = self._stage(self.recipe.stage(sid))
+            dirs = self._chain(last)
+            chain = [self.plan.stages[d] for d in dirs]
+            needs = [p.status for p in chain if p.status.startswith("needs ")]
+            missing = sorted({p.method for p in chain if not p.implemented})
+            status = needs[0] if needs else not_implemented_status(missing) if missing else RUNNABLE
+            m = PlannedModel(id=last.dir.split("/", 1)[1], source={"stage": last.dir}, status=status, stages=dirs,
+                             label=f"{sid} (smoke stand-in for {hub}, trained here)")
         elif row_model.hub is not None:
             hub = row_model.hub
             ckpt = self.recipe.checkpoints[hub]
@@ -332,6 +351,8 @@ class _Planner:
                 continue
             m, label = self._model(r.model)
             cap = self.plan.eval_settings.get("max_sample_k")
+            round_cap = self.plan.eval_settings.get("max_tool_rounds")
+            capped_rounds = []  # multi-turn columns whose tool rounds the profile lowers
             if cap and (r.mode == "sample" and (r.k or 1) > cap):
                 label += f" [{self.profile}: Acc@{cap} at T={r.temperature:g}, not Acc@{r.k}]"
             capped_columns = []  # columns whose own sampled k the cap lowers (e.g. REOPOLD's Avg@32)
@@ -346,16 +367,24 @@ class _Planner:
                     if r.mode != "sample":
                         capped_columns.append((col.key, k))
                     k = cap
-                dec = eval_key(mode, k, temperature)
+                rounds = col.tool_rounds
+                if rounds and round_cap is not None and rounds > round_cap:
+                    capped_rounds.append((col.key, rounds))
+                    rounds = round_cap
+                dec = eval_key(mode, k, temperature, rounds)
                 ek = f"{m.id}/{dec}"
                 prow.evals[col.key] = ek
                 ev = self.plan.evals.get(ek)
                 if ev is None:
                     ev = PlannedEval(model=m.id, eval_key=dec, benchmarks=[], mode=mode, k=k,
-                                     temperature=temperature, dir=f"evals/{m.id}/{dec}")
+                                     temperature=temperature, dir=f"evals/{m.id}/{dec}", tool_rounds=rounds)
                     self.plan.evals[ek] = ev
                 if col.benchmark not in ev.benchmarks:
                     ev.benchmarks.append(col.benchmark)
+            if capped_rounds:
+                rs = "/".join(sorted({str(n) for _, n in capped_rounds}))
+                prow.label += (f" [{self.profile}: at most {round_cap} tool round(s), not {rs}, on "
+                               f"{', '.join(key for key, _ in capped_rounds)}]")
             if capped_columns:
                 ks = "/".join(sorted({f"Avg@{k}" for _, k in capped_columns}))
                 prow.label += (f" [{self.profile}: Avg@{cap}, not {ks}, on "
@@ -447,6 +476,7 @@ def format_plan(plan: Plan, table_id: str, rows: Optional[list[str]] = None) -> 
         status = plan.models[e.model].status
         lines.append(f"  - {e.model} [{status}]: {e.mode}, k={e.k}"
                      + (f", T={e.temperature:g}" if e.mode == "sample" else "")
+                     + (f", multi-turn with tools, at most {e.tool_rounds} tool round(s)" if e.tool_rounds else "")
                      + f" on {', '.join(e.benchmarks)} -> {e.dir}")
     tp = plan.tables[table_id]
     if tp.scaling:

@@ -43,6 +43,14 @@ of that same architecture (``harness.models.smoke_model_path``): that is what tr
 in smoke too, so the row is the honest "before" of the trained rows, labelled as a smoke stand-in.
 A ``published`` checkpoint (another group's trained model) has no stand-in: in smoke its row is
 reported as "needs <hub id> (paper profile)" and every cell as not run.
+
+Trained smoke stand-ins. A checkpoint may name ``smoke_stage: <stage id>``: in smoke that stage is
+trained and its output stands in for the checkpoint wherever the recipe names it (stage ``init`` /
+``teacher``, rows ``model: {hub: ...}``); the paper profile loads the hub checkpoint. A stage with
+``profiles: [smoke]`` runs only in smoke (planning it in the paper profile is an error). REOPOLD
+Table 6 uses both for its SFT-ed tool-using warm start. A column with ``tool_rounds: N`` is
+evaluated multi-turn with tools (``evals.run(tool_rounds=N)``); ``evaluation.<profile>.
+max_tool_rounds`` caps N and ``tool_max_new_tokens`` sets those columns' generation cap.
 """
 from __future__ import annotations
 
@@ -69,11 +77,17 @@ class Checkpoint:
     base: Optional[str] = None
     """For a trained checkpoint (``published``, or a teacher trained by others): the hub id it was
     trained from, so comparisons know its base model (descriptive; reproduce compare)."""
+    smoke_stage: Optional[str] = None
+    """A stage id: in the smoke profile this checkpoint is stood in for by that stage's output
+    instead of the bare tiny ``smoke`` model (e.g. a tool-using SFT checkpoint whose smoke stand-in
+    must be taught the tool-call format first). Stages that start from the checkpoint start from
+    that stage's output, and a row that evaluates the checkpoint evaluates it. The paper profile
+    uses the hub checkpoint."""
     note: str = ""
 
     def __post_init__(self) -> None:
-        if self.role == "published" and self.smoke is not None:
-            raise ValueError("a published checkpoint has no smoke stand-in (smoke: null)")
+        if self.role == "published" and (self.smoke is not None or self.smoke_stage is not None):
+            raise ValueError("a published checkpoint has no smoke stand-in (smoke: null, no smoke_stage)")
         if self.role != "published" and self.smoke is None:
             raise ValueError(f"a {self.role} checkpoint needs `smoke:` (the tiny architecture standing in for it)")
 
@@ -103,10 +117,16 @@ class Stage:
     source: str = ""
     compute: str = ""
     note: str = ""
+    profiles: list[str] = field(default_factory=lambda: list(PROFILES))
+    """The profiles the stage runs in (e.g. ``[smoke]`` for a smoke-only warm start that the paper
+    profile loads from the hub instead); planning it in another profile is an error."""
 
     def __post_init__(self) -> None:
         if not _ID.match(self.id):
             raise ValueError(f"stage id {self.id!r} is not snake_case")
+        bad = [p for p in self.profiles if p not in PROFILES]
+        if bad or not self.profiles:
+            raise ValueError(f"stage {self.id}: profiles {self.profiles}: give some of {list(PROFILES)}")
         for reserved in ("model", "data", "teacher"):
             for part in ("config", "paper", "smoke"):
                 if reserved in getattr(self, part):
@@ -151,11 +171,17 @@ class ColumnRecipe:
     derived: bool = False
     """An average / delta column: computed from the published table's definition, not evaluated."""
     higher_is_better: bool = True
+    tool_rounds: int = 0
+    """Multi-turn tool-use evaluation (``evals.run``'s ``tool_rounds``): at most this many tool calls
+    (``crop_image``) per response, each observation shown to the model, then a final round; 0:
+    single-turn. A profile may cap it (``EvalSettings.max_tool_rounds``)."""
     note: str = ""
 
     def __post_init__(self) -> None:
         if self.derived == (self.benchmark is not None):
             raise ValueError(f"column {self.key}: give `benchmark` or `derived: true`, not both or neither")
+        if self.tool_rounds < 0:
+            raise ValueError(f"column {self.key}: tool_rounds must be >= 0")
         if self.k < 1:
             raise ValueError(f"column {self.key}: k must be >= 1")
         if self.mode == "sample" and self.temperature <= 0:
@@ -167,10 +193,11 @@ MEMORY_SECTIONS = {"reopold": "methods.reopold.memory"}
 """``TableRecipe.memory`` name -> the module whose ``report_section()`` the report renders."""
 
 
-def eval_key(mode: str, k: int, temperature: float) -> str:
-    """Evaluations sharing this key share one evals.run call (same decoding)."""
+def eval_key(mode: str, k: int, temperature: float, tool_rounds: int = 0) -> str:
+    """Evaluations sharing this key share one evals.run call (same decoding, same tool rounds)."""
     t = f"-t{temperature:g}" if mode == "sample" else ""
-    return f"{mode}-k{k}{t}"
+    tools = f"-tools{tool_rounds}" if tool_rounds else ""
+    return f"{mode}-k{k}{t}{tools}"
 
 
 @dataclass
@@ -297,6 +324,12 @@ class EvalSettings:
     max_sample_k: Optional[int] = None
     """Cap on the draws of sampled rows (e.g. smoke evaluates Acc@16 rows with k = 2); a capped
     row's label says so. None: the recipe's k."""
+    max_tool_rounds: Optional[int] = None
+    """Cap on the tool rounds of multi-turn columns (smoke: fewer rounds than the paper's 5); a
+    capped row's label says so. None: the columns' own ``tool_rounds``."""
+    tool_max_new_tokens: Optional[int] = None
+    """Generation cap per response (over all rounds) of multi-turn columns; None: ``max_new_tokens``.
+    A tool call alone is ~35 tokens, so smoke gives these columns more than its single-turn cap."""
 
 
 @dataclass
@@ -331,6 +364,26 @@ class Recipe:
             if ref not in self.checkpoints:
                 raise ValueError(f"{where}: {ref!r} is neither a stage id nor a hub id listed in `checkpoints`")
 
+        for hub, ckpt in self.checkpoints.items():
+            if ckpt.smoke_stage is None:
+                continue
+            if ckpt.smoke_stage not in by_id:
+                raise ValueError(f"checkpoint {hub}: smoke_stage {ckpt.smoke_stage!r} is not a stage id")
+            if "smoke" not in by_id[ckpt.smoke_stage].profiles:
+                raise ValueError(f"checkpoint {hub}: smoke_stage {ckpt.smoke_stage!r} does not run in the smoke profile")
+            cur, seen, visited = by_id[ckpt.smoke_stage], set(), set()
+            while cur.id not in visited:  # its chain must not start from this checkpoint (a cycle in smoke)
+                visited.add(cur.id)
+                nxt = cur.init
+                if nxt in self.checkpoints and self.checkpoints[nxt].smoke_stage is not None:
+                    if nxt == hub or nxt in seen:
+                        raise ValueError(f"checkpoint {hub}: smoke_stage {ckpt.smoke_stage!r} starts from {nxt} "
+                                         f"(in smoke, from itself)")
+                    seen.add(nxt)
+                    nxt = self.checkpoints[nxt].smoke_stage
+                if nxt not in by_id:
+                    break
+                cur = by_id[nxt]
         for s in self.stages:
             model_ref(f"stage {s.id}: init", s.init)
             model_ref(f"stage {s.id}: teacher", s.teacher)

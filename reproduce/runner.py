@@ -148,6 +148,19 @@ def train_stages(plan: Plan, stages: list[PlannedStage], out: Path, state: RunSt
         state.save(out)
 
 
+def _generation_kwargs(settings: dict[str, Any], ev: PlannedEval) -> dict[str, Any]:
+    """``max_new_tokens`` (the profile's cap; multi-turn columns: ``tool_max_new_tokens`` if set) and
+    ``tool_rounds`` of an evaluation, only where set (injected evaluators need not know them)."""
+    kw: dict[str, Any] = {}
+    if settings.get("max_new_tokens"):
+        kw["max_new_tokens"] = settings["max_new_tokens"]
+    if ev.tool_rounds:
+        kw["tool_rounds"] = ev.tool_rounds
+        if settings.get("tool_max_new_tokens"):
+            kw["max_new_tokens"] = settings["tool_max_new_tokens"]
+    return kw
+
+
 def run_evals(plan: Plan, evals: list[PlannedEval], out: Path, state: RunState, *,
               eval_fn: Optional[EvalFn] = None, smoke_path: Callable[[str], str] = _smoke_path,
               fail_fast: bool = False) -> None:
@@ -176,8 +189,7 @@ def run_evals(plan: Plan, evals: list[PlannedEval], out: Path, state: RunState, 
                 limit=settings.get("limit"), engine=settings.get("engine", "hf"),
                 source=settings.get("source", "hub"), mode=ev.mode, k=ev.k, temperature=ev.temperature,
                 judge_url=settings.get("judge_url"), batch_size=settings.get("batch_size", 8),
-                smoke_n=settings.get("smoke_n", 2),
-                **({"max_new_tokens": settings["max_new_tokens"]} if settings.get("max_new_tokens") else {}),
+                smoke_n=settings.get("smoke_n", 2), **_generation_kwargs(settings, ev),
                 **({"system": settings["system"]} if settings.get("system") else {}))
             state.evals[key] = {"status": "done"}
         except Exception as err:  # noqa: BLE001

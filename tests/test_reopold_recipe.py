@@ -84,12 +84,19 @@ def test_table5_stages_switch_the_components_as_published():
             assert getattr(cfg, field) == pub[(row.group, row.key)][published], (row.key, field)
 
 
-MISSING = {"grpo numbers quoted from NoisyRollout's paper (dagger); no released checkpoint",
-           "pixel-reasoner curiosity-reward grpo"}
+MISSING = {"grpo numbers quoted from NoisyRollout's paper (dagger); no released checkpoint"}
+GRPO_TOOL = "VerlTool/pixel-reaoner-3b-grpo-n8-b128-t1.0-lr1e-6-complex-reward_global_step_100"
+
+
+def _published_hub(recipe, model) -> bool:
+    """A row evaluating another group's released checkpoint (no smoke stand-in): in smoke it is
+    reported as needing the paper profile."""
+    hub = model.source.get("hub")
+    return hub is not None and recipe.checkpoints[hub].role == "published"
 
 
 def test_every_harness_trained_row_is_runnable_in_smoke():
-    plan = _plan("smoke")
+    plan, recipe = _plan("smoke"), load_recipe("reopold")
     for tid in TABLES:
         for row in plan.tables[tid].rows:
             if row.derived:
@@ -98,8 +105,8 @@ def test_every_harness_trained_row_is_runnable_in_smoke():
             if "missing" in model.source:
                 assert row.label in MISSING, (tid, row.key)
                 continue
-            if "hub" in model.source and row.status != RUNNABLE:  # another group's released checkpoint
-                assert row.status.startswith("needs ") and load_recipe("reopold").checkpoints[model.source["hub"]].role == "published", (tid, row.key)
+            if _published_hub(recipe, model):  # another group's released checkpoint
+                assert row.status.startswith("needs "), row
                 continue
             assert row.status == RUNNABLE, (tid, row.key, row.status)
     # GKD (full vocabulary) is trained here; the paper ran out of memory
@@ -120,6 +127,46 @@ def test_paper_dry_run_prints_the_published_recipe(capsys):
     out = capsys.readouterr().out
     assert "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B" in out and "Skywork/Skywork-OR1-Math-7B" in out
     assert '"t_switch": 100' in out and '"lr": 1e-05' in out
+
+
+def test_table6_smoke_trains_a_tool_using_warm_start_and_evaluates_with_tools():
+    """Smoke: the warm start is a smoke-only SFT stage on scripted tool-use traces; RKL and Reopold
+    start from it; the "+ SFT" row evaluates it; every column is a multi-turn tool evaluation (capped
+    at 2 rounds in smoke, labelled); the GRPO row is VerlTool's released checkpoint."""
+    plan = build_plan(load_recipe("reopold"), ["table6"], "smoke")
+    rows = {r.key: r for r in plan.tables["table6"].rows}
+    sft = next(s for s in plan.stages.values() if s.id == "tool_sft_smoke")
+    assert sft.method == "sft" and sft.data == "smoke-tool-traces" and sft.init == {"smoke": "qwen2_5_vl"}
+    for key in ("rkl", "reopold"):
+        stage = plan.stages[plan.models[rows[key].model].source["stage"]]
+        assert stage.init == {"stage": sft.dir}, key
+        assert stage.overrides["tools"] == ["crop_image"] and stage.overrides["max_new_tokens"] == 64
+        assert plan.models[rows[key].model].stages[0] == sft.dir
+    warm = plan.models[rows["qwen2_5_vl_3b_sft"].model]
+    assert warm.source == {"stage": sft.dir} and rows["qwen2_5_vl_3b_sft"].status == RUNNABLE
+    assert "tool_sft_smoke (smoke stand-in for TIGER-Lab/PixelReasoner-WarmStart" in rows["qwen2_5_vl_3b_sft"].label
+    assert plan.models[rows["grpo"].model].source == {"hub": GRPO_TOOL}
+    assert rows["grpo"].status.startswith("needs " + GRPO_TOOL)
+    evals = plan.evals_for("table6")
+    assert evals and all(e.tool_rounds == 2 and e.eval_key.endswith("-tools2") for e in evals)
+    assert all(set(e.benchmarks) == {"pixel_reasoner", "vstar", "infovqa", "tallyqa"} for e in evals)
+    assert all("at most 2 tool round(s), not 5" in r.label for r in rows.values() if not r.derived)
+    assert plan.eval_settings["tool_max_new_tokens"] == 64
+
+
+def test_table6_paper_profile_starts_from_the_hub_warm_start(capsys):
+    from reproduce.cli import main
+
+    plan = build_plan(load_recipe("reopold"), ["table6"], "paper")
+    assert not any(s.id == "tool_sft_smoke" for s in plan.stages.values())
+    rows = {r.key: r for r in plan.tables["table6"].rows}
+    assert plan.models[rows["qwen2_5_vl_3b_sft"].model].source == {"hub": "TIGER-Lab/PixelReasoner-WarmStart"}
+    assert plan.models[rows["grpo"].model].source == {"hub": GRPO_TOOL} and rows["grpo"].status == RUNNABLE
+    assert all(e.tool_rounds == 5 for e in plan.evals_for("table6"))
+    assert main(["table6", "--paper", "reopold", "--profile", "paper", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("from hub TIGER-Lab/PixelReasoner-WarmStart, teacher TIGER-Lab/PixelReasoner-RL-v1") == 2
+    assert "tool_sft_smoke" not in out and "at most 5 tool round(s)" in out and GRPO_TOOL in out
 
 
 @pytest.mark.slow
@@ -152,13 +199,22 @@ def test_reopold_other_tables_smoke_end_to_end(table, tmp_path):
     from reproduce import run_table
 
     rep = run_table("reopold", table, "smoke", tmp_path / "run")["report"]
-    planned = build_plan(load_recipe("reopold"), [table], "smoke").tables[table].rows
+    plan = build_plan(load_recipe("reopold"), [table], "smoke")
+    planned = plan.tables[table].rows
     missing = {(r.group, r.key) for r in planned if r.label in MISSING}
+    needs = {(r.group, r.key) for r in planned if not r.derived and _published_hub(load_recipe("reopold"),
+                                                                                   plan.models[r.model])}
     for row in rep["rows"]:
         if (row["group"], row["key"]) in missing:
             assert row["status"].startswith("not implemented"), row
+        elif (row["group"], row["key"]) in needs:
+            assert row["status"].startswith("needs "), row
         else:
             assert row["status"] in ("run", "derived row"), row
+    measured = {(c["row"], c["column"]) for c in rep["cells"] if c["measured"] is not None}
+    for r in planned:  # every harness-trained row (and stand-in) has every evaluated column measured
+        if not r.derived and (r.group, r.key) not in missing | needs:
+            assert all((r.key, col) in measured for col in r.evals), (r.key, sorted(measured))
 
 
 def test_smoke_caps_avg_at_32_columns_to_avg_at_4_and_labels_the_rows():

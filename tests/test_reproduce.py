@@ -19,6 +19,7 @@ from reproduce.cli import main
 from reproduce.diff import (ABOVE, AGREES, BELOW, MISSING, NOT_RUN, Measurement, bootstrap_derived,
                             bootstrap_mean, cell_status, check_regressions, diff_table, per_sample_values)
 from reproduce.published import Table, list_papers, load_published
+from reproduce.plan import build_plan
 from reproduce.recipes import check_recipe, list_recipes, load_recipe, load_recipe_file
 from harness.config import ConfigError, from_dict
 
@@ -425,12 +426,17 @@ def test_smoke_report_label_absent_in_paper_profile(toy):
 
 
 def test_column_without_an_evals_benchmark_is_reported_not_run_and_spares_the_row(tmp_path, monkeypatch):
-    """REOPOLD Table 6's Pixel-Reasoner column has no evals benchmark: the row's evaluation must
-    still cover its other columns, and the cell must say why it was not run."""
+    """A column naming a benchmark evals lacks (here REOPOLD Table 6's Pixel-Reasoner column, with
+    the benchmark hidden from the registry, as before it existed): the row's evaluation must still
+    cover its other columns, and the cell must say why it was not run."""
+    import reproduce.report as report
     import reproduce.runner as runner
     from reproduce.plan import benchmark_available
 
-    assert benchmark_available("vstar") and not benchmark_available("pixel_reasoner")
+    assert benchmark_available("vstar") and benchmark_available("pixel_reasoner")
+    hidden = lambda name: name != "pixel_reasoner" and benchmark_available(name)  # noqa: E731
+    monkeypatch.setattr(runner, "benchmark_available", hidden)
+    monkeypatch.setattr(report, "benchmark_available", hidden)
     calls = []
 
     def fake_evals_run(model, benchmarks, **kw):  # stands in for evals.run (the default evaluator)
@@ -475,9 +481,13 @@ def test_every_row_label_names_the_model_it_evaluates(profile):
                         assert model.source["smoke"] == recipe.checkpoints[spec.hub].smoke, where
                         assert pr.label.split(" [smoke: ")[0] == (  # [smoke: ...]: a capped sample count
                             f"tiny {model.source['smoke']} (smoke stand-in for {spec.hub})"), where
+                    elif "stage" in model.source:  # a trained smoke stand-in (checkpoint smoke_stage)
+                        sid = recipe.checkpoints[spec.hub].smoke_stage
+                        assert profile == "smoke" and plan.stages[model.source["stage"]].id == sid, where
+                        assert pr.label.startswith(f"{sid} (smoke stand-in for {spec.hub}"), where
                     else:
                         assert model.source == {"hub": spec.hub}, where
-                        assert pr.label == spec.hub, where
+                        assert pr.label.split(" [smoke: ")[0] == spec.hub, where
                     other = {h for h in recipe.checkpoints if h != spec.hub and h not in spec.hub}
                     assert not any(h in pr.label for h in other), where
                 elif spec.stages:
@@ -527,3 +537,81 @@ def test_validation_columns_evaluate_a_validation_split():
                     seen += 1
                     assert all(s.startswith("val") for s in splits), (paper, t.id, c.key, splits)
     assert seen >= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# profile-specific stand-ins: a checkpoint whose smoke stand-in is a (smoke-only) stage
+
+
+def _standin_recipe() -> dict:
+    recipe = {
+        "paper": "toy", "smoke_model": "qwen2_5_vl",
+        "checkpoints": {"org/base": {"role": "base", "smoke": "qwen2_5_vl"},
+                        "org/warm": {"role": "base", "smoke": "qwen2_5_vl", "smoke_stage": "warm_smoke"}},
+        "stages": [
+            {"id": "warm_smoke", "method": "sft", "init": "org/base", "data": "smoke-tool-traces",
+             "profiles": ["smoke"]},
+            {"id": "rl", "method": "grpo", "init": "org/warm", "data": {"paper": "orz", "smoke": "smoke-visual"}},
+        ],
+        "tables": [{"id": "t", "columns": [{"key": "a", "benchmark": "bench_a", "tool_rounds": 5}],
+                    "rows": [{"key": "warm", "model": {"hub": "org/warm"}},
+                             {"key": "rl", "model": {"stages": ["rl"]}}]}],
+        "evaluation": {"smoke": {"source": "smoke", "max_tool_rounds": 1}},
+    }
+    return recipe
+
+
+def _load_dict(tmp_path, data):
+    f = tmp_path / "toy.yaml"
+    f.write_text(yaml.safe_dump(data))
+    return load_recipe_file(f)
+
+
+def test_smoke_stage_stands_in_for_a_checkpoint_only_in_smoke(tmp_path):
+    recipe = _load_dict(tmp_path, _standin_recipe())
+    smoke = build_plan(recipe, ["t"], "smoke", METHODS_FAKE)
+    warm = next(s for s in smoke.stages.values() if s.id == "warm_smoke")
+    rl = next(s for s in smoke.stages.values() if s.id == "rl")
+    assert rl.init == {"stage": warm.dir}
+    rows = {r.key: r for r in smoke.tables["t"].rows}
+    assert smoke.models[rows["warm"].model].source == {"stage": warm.dir}
+    assert smoke.models[rows["rl"].model].stages == [warm.dir, rl.dir]
+    assert "smoke stand-in for org/warm" in rows["warm"].label and "not 5" in rows["warm"].label
+    assert {e.tool_rounds for e in smoke.evals.values()} == {1}
+    paper = build_plan(recipe, ["t"], "paper", METHODS_FAKE)
+    assert [s.id for s in paper.stages.values()] == ["rl"]
+    assert next(iter(paper.stages.values())).init == {"hub": "org/warm"}
+    assert {e.tool_rounds for e in paper.evals.values()} == {5}
+    assert {e.eval_key for e in paper.evals.values()} == {"greedy-k1-tools5"}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"checkpoints.org/warm.smoke_stage": "nope"}, "checkpoint org/warm: smoke_stage 'nope' is not a stage id"),
+    ({"stages.0.profiles": ["paper"]}, "smoke_stage 'warm_smoke' does not run in the smoke profile"),
+    ({"stages.0.profiles": ["tiny"]}, r"stage warm_smoke: profiles \['tiny'\]"),
+    ({"stages.0.init": "org/warm"}, "starts from org/warm"),
+    ({"tables.0.columns.0.tool_rounds": -1}, "tool_rounds must be >= 0"),
+])
+def test_stand_in_errors_are_one_line(tmp_path, changes, message):
+    data = _standin_recipe()
+    for path, value in changes.items():  # the keys hold dots (org/warm): walk by hand
+        if path.startswith("checkpoints."):
+            data["checkpoints"]["org/warm"]["smoke_stage"] = value
+        else:
+            _, i, key = path.split(".", 2)
+            if path.startswith("stages."):
+                data["stages"][int(i)][key] = value
+            else:
+                data["tables"][0]["columns"][0]["tool_rounds"] = value
+    with pytest.raises(ConfigError, match=message) as err:
+        _load_dict(tmp_path, data)
+    assert "\n" not in str(err.value)
+
+
+def test_a_smoke_only_stage_cannot_be_planned_in_the_paper_profile(tmp_path):
+    data = _standin_recipe()
+    data["tables"][0]["rows"].append({"key": "direct", "model": {"stages": ["warm_smoke"]}})
+    recipe = _load_dict(tmp_path, data)
+    build_plan(recipe, ["t"], "smoke", METHODS_FAKE)
+    with pytest.raises(ValueError, match="stage warm_smoke runs only in the smoke profile, not in paper"):
+        build_plan(recipe, ["t"], "paper", METHODS_FAKE)

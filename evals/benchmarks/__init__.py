@@ -8,7 +8,7 @@ from harness.errors import UnknownNameError
 
 MODULES = ("mathvista", "mathverse", "mathvision", "mmmu_pro", "mmstar", "dynamath", "wemath",
            "logicvista", "geometry3k", "aime24", "aime25", "amc23", "math500", "minerva_math",
-           "olympiadbench", "hallusionbench", "vstar", "infovqa", "tallyqa", "visualpuzzles",
+           "olympiadbench", "hallusionbench", "vstar", "infovqa", "tallyqa", "pixel_reasoner", "visualpuzzles",
            "vlms_are_blind", "mmk12", "counting")
 
 REGISTRY: dict[str, Benchmark] = {}
@@ -25,7 +25,8 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
                      ("math500", "accuracy"), ("minerva_math", "accuracy"), ("olympiadbench", "accuracy")],
     "reopold_visual": [("geometry3k", "accuracy"), ("mathverse", "accuracy"), ("mathvision", "accuracy"),
                        ("mathvista", "accuracy"), ("wemath", "accuracy"), ("hallusionbench", "accuracy")],
-    "reopold_tool": [("vstar", "accuracy"), ("infovqa", "accuracy"), ("tallyqa", "accuracy")],
+    "reopold_tool": [("pixel_reasoner", "accuracy"), ("vstar", "accuracy"), ("infovqa", "accuracy"),
+                     ("tallyqa", "accuracy")],
     "vgs": [("mmmu_pro_4", "accuracy"), ("logicvista", "accuracy"),
             ("mathverse_vd", "accuracy"), ("mathverse_vo", "accuracy"), ("visualpuzzles", "accuracy"),
             ("mathvision", "accuracy"), ("vlms_are_blind", "accuracy")],

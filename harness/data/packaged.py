@@ -170,6 +170,46 @@ def easy_vqa(n: int, split: str = "train", seed: int = 0, kinds: tuple[str, ...]
     return out
 
 
+def tool_trace_box(width: int, height: int) -> list[int]:
+    """The box a scripted tool-use trace crops: the central region without an eighth of each side
+    (``[8, 8, 56, 56]`` on a 64 x 64 easy-vqa image): always a valid ``crop_image`` box."""
+    return [width // 8, height // 8, width - width // 8, height - height // 8]
+
+
+def easy_vqa_tool_traces(n: int, split: str = "train", seed: int = 0, kinds: tuple[str, ...] = ("color", "shape"),
+                         instruction: str | None = "boxed", form: str = "mixed") -> list[Sample]:
+    """``n`` scripted tool-use SFT traces on easy-vqa questions (the smoke profile's stand-in for a
+    tool-using warm start such as Pixel-Reasoner's SFT): the system prompt names the tools
+    (``harness.tools.tool_system_prompt``); the response is one ``crop_image`` call on the central
+    region (:func:`tool_trace_box`), the tool's real observation (the cropped image, computed by
+    ``harness.tools.execute_tool_call`` exactly as a multi-turn rollout would), then the answer in
+    ``\\boxed{}``. ``meta["response_segments"]`` holds the three parts (text / Observation / text):
+    ``harness.scoring.encode_pairs`` trains on the call and the answer and masks the observation.
+    Questions, forms and splits as :func:`easy_vqa`."""
+    import json
+
+    from harness.rollout.multiturn import observation_text
+    from harness.tools import CALL_CLOSE, CALL_OPEN, ToolCall, execute_tool_call, tool_system_prompt
+
+    system = tool_system_prompt(["crop_image"])
+    out = []
+    for s in easy_vqa(n, split, seed, kinds, instruction=instruction, form=form):
+        w, h = s.images[0].size
+        args = {"bbox_2d": tool_trace_box(w, h)}   # target_image defaults to 1 (the original image)
+        call = f'{CALL_OPEN}{json.dumps({"name": "crop_image", "arguments": args})}{CALL_CLOSE}'
+        obs = execute_tool_call(ToolCall("crop_image", args), s.images)
+        if obs.error:  # never for easy-vqa's 64 x 64 images; a trace must show a successful call
+            raise ValueError(f"{s.id}: scripted crop failed: {obs.text}")
+        answer = f"\\boxed{{{s.answer}}}"
+        s.system = system
+        s.id = s.id.replace("easy-vqa-", "easy-vqa-tool-", 1)
+        s.response = call + observation_text(obs) + answer
+        s.meta = {**s.meta, "response_segments": [call, obs, answer], "tool_call": args,
+                  "source": "easy-vqa 1.0 (scripted tool-use trace)"}
+        out.append(s)
+    return out
+
+
 def champ_split(problem_id: str) -> str:
     """The split of a champ problem: 70 / 10 / 20 % by the first byte of sha256(id)."""
     b = hashlib.sha256(problem_id.encode()).digest()[0]

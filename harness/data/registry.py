@@ -15,6 +15,9 @@ and the real small sets shipped in registry packages (:mod:`harness.data.package
   image (:func:`harness.data.packaged.easy_vqa`; a verifiable one-word answer)
 * ``champ`` — 270 competition math problems with solutions and answer-free hints
   (:func:`harness.data.packaged.champ`)
+* ``smoke-tool-traces`` — scripted tool-use SFT traces on easy-vqa questions: a ``crop_image``
+  call, its real observation (the cropped image), the boxed answer
+  (:func:`harness.data.packaged.easy_vqa_tool_traces`; the smoke tool-using warm start)
 
 Synthetic splits use different seeds (train 0, validation 1, test 2), ``limit`` rows each
 (:data:`SMOKE_DEFAULT_SIZE` when None).
@@ -37,7 +40,7 @@ SMOKE_SETS = {
     "smoke-learnable": synthetic.learnable,
 }
 _SMOKE_SEEDS = {"train": 0, "validation": 1, "test": 2}
-PACKAGE_OF = {"easy-vqa": "easy-vqa", "champ": "champ-dataset"}
+PACKAGE_OF = {"easy-vqa": "easy-vqa", "champ": "champ-dataset", "smoke-tool-traces": "easy-vqa"}
 """Packaged training sets and the registry package that ships each."""
 PACKAGED_SETS = tuple(PACKAGE_OF)
 _KEEP = object()
@@ -73,6 +76,8 @@ def load_training_set(name_or_path: str | Path, split: str = "train", limit: int
         return packaged.easy_vqa(SMOKE_DEFAULT_SIZE if limit is None else limit, split, **kw)
     if key == "champ":
         return packaged.champ(limit, split, **kw)
+    if key == "smoke-tool-traces":
+        return packaged.easy_vqa_tool_traces(SMOKE_DEFAULT_SIZE if limit is None else limit, split, **kw)
     if key in TRAINING_SETS:
         return load_spec(TRAINING_SETS[key], None, split, limit=limit, revision=revision, instruction=kw.get("instruction", ...))
     if schema in TRAINING_SETS:

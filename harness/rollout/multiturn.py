@@ -36,7 +36,10 @@ Trajectories (see ``harness.types.Trajectories``):
 * ``response_images[b]`` are the ``ObservationImage`` s of row ``b`` in order;
 * ``texts[b]`` is the decoded full trajectory (special tokens skipped): the rounds' text, the tool
   calls, and the ``<tool_response>`` blocks; rewards read the final answer from its end;
-* ``extras["tool_calls"][b]``: one ``{"name", "error", "observation"}`` dict per executed call.
+* ``extras["tool_calls"][b]``: one ``{"name", "error", "observation"}`` dict per executed call;
+* ``extras["generated_texts"][b]``: the decoded generated tokens alone (every round, observations
+  left out): what evaluation scores, so that numbers in an observation (a crop box, an error
+  message) are never read as the model's answer.
 
 Token budget: ``sampling.max_new_tokens`` bounds the *generated* tokens of a row over all rounds;
 ``max_response_tokens`` (default: unbounded) bounds the whole response, observations included:
@@ -255,6 +258,8 @@ class MultiTurnEngine:
         old_logp = old_logp * mask
         prompts, _ = collate(b, [c for c in contexts for _ in range(n)])
         texts = [b.tokenizer.decode(r.ids, skip_special_tokens=True) for r in rows]
+        generated = [b.tokenizer.decode([t for t, m in zip(r.ids, r.loss) if m], skip_special_tokens=True)
+                     for r in rows]
         key = render_key(b, self.view)
         return Trajectories(
             samples=list(samples), prompt_ids=prompts["input_ids"], prompt_mask=prompts["attention_mask"],
@@ -262,7 +267,7 @@ class MultiTurnEngine:
             group_ids=torch.arange(len(samples)).repeat_interleave(n), texts=texts,
             response_valid=valid, response_images=[list(r.images) for r in rows],
             extras={"rendered": {key: contexts} if key is not None else {},
-                    "tool_calls": [list(r.calls) for r in rows]},
+                    "tool_calls": [list(r.calls) for r in rows], "generated_texts": generated},
         )
 
 
