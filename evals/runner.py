@@ -155,6 +155,15 @@ def _check_settings(path: Path, settings: RunSettings) -> None:
         atomic_write_text(path, json.dumps(cur, indent=2))
 
 
+def _with_tools(engine: Any, tools: tuple[str, ...] | list[str], tool_rounds: int) -> Any:
+    """``engine`` wrapped for multi-turn tool use when ``tool_rounds`` > 0 and it can continue rows
+    (the HF and vLLM engines); otherwise ``engine`` itself."""
+    if not tool_rounds or not hasattr(engine, "continue_rows"):
+        return engine
+    from harness.rollout.multiturn import MultiTurnEngine
+    return MultiTurnEngine(engine, list(tools), tool_rounds)
+
+
 def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: int | None = None,
         engine: str | RolloutEngine = "hf", source: str | Path = "hub", mode: str = "greedy", k: int = 1,
         temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 1024,
@@ -216,9 +225,8 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
                            top_p=top_p, max_new_tokens=max_new_tokens, system=system_text, seed=seed,
                            extractor=extractor, tool_rounds=tool_rounds)
     engine_obj: RolloutEngine | None = engine if not isinstance(engine, str) else None
-    if engine_obj is not None and tool_rounds and hasattr(engine_obj, "continue_rows"):
-        from harness.rollout.multiturn import MultiTurnEngine
-        engine_obj = MultiTurnEngine(engine_obj, list(tools), tool_rounds)
+    if engine_obj is not None:
+        engine_obj = _with_tools(engine_obj, tools, tool_rounds)
     summaries: dict[str, dict] = {}
     for name in names:
         bench = get_benchmark(name)
@@ -233,10 +241,8 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         done = {r["id"]: r for r in read_records(rec_path) if hashes.get(r["id"]) == r.get("prompt_hash")}
         pending = [s for s in samples if s.id not in done]
         if pending and engine_obj is None:
-            engine_obj = make_engine(model_name, str(engine), batch_size=batch_size, device=device, dtype=dtype)
-            if tool_rounds:
-                from harness.rollout.multiturn import MultiTurnEngine
-                engine_obj = MultiTurnEngine(engine_obj, list(tools), tool_rounds)
+            engine_obj = _with_tools(make_engine(model_name, str(engine), batch_size=batch_size, device=device,
+                                                 dtype=dtype), tools, tool_rounds)
         bar = tqdm(total=len(samples), initial=len(samples) - len(pending), desc=name, disable=not progress,
                    unit="sample")
         repair_torn_tail(rec_path)          # a crash mid-write leaves a cut-off last line: drop it

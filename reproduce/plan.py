@@ -289,6 +289,17 @@ class _Planner:
                         dirs.append(d)
         return list(reversed(dirs))
 
+    def _stage_model(self, last: PlannedStage, label: str) -> PlannedModel:
+        """The model a stage chain ending in ``last`` produces; its status is the chain's first
+        "needs ...", else its unimplemented methods, else runnable."""
+        dirs = self._chain(last)
+        chain = [self.plan.stages[d] for d in dirs]
+        needs = [p.status for p in chain if p.status.startswith("needs ")]
+        missing = sorted({p.method for p in chain if not p.implemented})
+        status = needs[0] if needs else not_implemented_status(missing) if missing else RUNNABLE
+        return PlannedModel(id=last.dir.split("/", 1)[1], source={"stage": last.dir}, status=status, stages=dirs,
+                            label=label)
+
     def _model(self, row_model: Any) -> tuple[PlannedModel, str]:
         """The model a row evaluates, and the row's label for it (see ``PlannedRow.label``)."""
         if row_model.missing is not None:
@@ -298,14 +309,7 @@ class _Planner:
                 self.recipe.checkpoints[row_model.hub].smoke_stage is not None:
             hub = row_model.hub
             sid = self.recipe.checkpoints[hub].smoke_stage
-            last = self._stage(self.recipe.stage(sid))
-            dirs = self._chain(last)
-            chain = [self.plan.stages[d] for d in dirs]
-            needs = [p.status for p in chain if p.status.startswith("needs ")]
-            missing = sorted({p.method for p in chain if not p.implemented})
-            status = needs[0] if needs else not_implemented_status(missing) if missing else RUNNABLE
-            m = PlannedModel(id=last.dir.split("/", 1)[1], source={"stage": last.dir}, status=status, stages=dirs,
-                             label=f"{sid} (smoke stand-in for {hub}, trained here)")
+            m = self._stage_model(self._stage(self.recipe.stage(sid)), f"{sid} (smoke stand-in for {hub}, trained here)")
         elif row_model.hub is not None:
             hub = row_model.hub
             ckpt = self.recipe.checkpoints[hub]
@@ -318,19 +322,7 @@ class _Planner:
                                  label=f"tiny {ckpt.smoke} (smoke stand-in for {hub})")
         else:
             planned = [self._stage(self.recipe.stage(s)) for s in row_model.stages]
-            last = planned[-1]
-            dirs = self._chain(last)
-            chain = [self.plan.stages[d] for d in dirs]
-            missing = [p.method for p in chain if not p.implemented]
-            needs = [p.status for p in chain if p.status.startswith("needs ")]
-            if needs:
-                status = needs[0]
-            elif missing:
-                status = not_implemented_status(sorted(set(missing)))
-            else:
-                status = RUNNABLE
-            m = PlannedModel(id=last.dir.split("/", 1)[1], source={"stage": last.dir}, status=status,
-                             stages=dirs, label=" -> ".join(row_model.stages))
+            m = self._stage_model(planned[-1], " -> ".join(row_model.stages))
         label = m.label  # this row's own hub id / stages, before a shared model keeps another row's label
         if row_model.stages:
             shared = [p.id for p in planned]
@@ -371,16 +363,7 @@ class _Planner:
                 if rounds and round_cap is not None and rounds > round_cap:
                     capped_rounds.append((col.key, rounds))
                     rounds = round_cap
-                dec = eval_key(mode, k, temperature, rounds)
-                ek = f"{m.id}/{dec}"
-                prow.evals[col.key] = ek
-                ev = self.plan.evals.get(ek)
-                if ev is None:
-                    ev = PlannedEval(model=m.id, eval_key=dec, benchmarks=[], mode=mode, k=k,
-                                     temperature=temperature, dir=f"evals/{m.id}/{dec}", tool_rounds=rounds)
-                    self.plan.evals[ek] = ev
-                if col.benchmark not in ev.benchmarks:
-                    ev.benchmarks.append(col.benchmark)
+                prow.evals[col.key] = self._add_eval(m.id, mode, k, temperature, col.benchmark, rounds)
             if capped_rounds:
                 rs = "/".join(sorted({str(n) for _, n in capped_rounds}))
                 prow.label += (f" [{self.profile}: at most {round_cap} tool round(s), not {rs}, on "
@@ -394,13 +377,16 @@ class _Planner:
         self.plan.tables[table.id] = tp
         return tp
 
-    def _add_eval(self, model_id: str, mode: str, k: int, temperature: float, benchmark: str) -> str:
-        dec = eval_key(mode, k, temperature)
+    def _add_eval(self, model_id: str, mode: str, k: int, temperature: float, benchmark: str,
+                  tool_rounds: int = 0) -> str:
+        """Plan ``benchmark`` into the model's evaluation with this decoding (shared with every cell
+        that decodes the same way); returns its key in ``Plan.evals``."""
+        dec = eval_key(mode, k, temperature, tool_rounds)
         ek = f"{model_id}/{dec}"
         ev = self.plan.evals.get(ek)
         if ev is None:
             ev = PlannedEval(model=model_id, eval_key=dec, benchmarks=[], mode=mode, k=k,
-                             temperature=temperature, dir=f"evals/{model_id}/{dec}")
+                             temperature=temperature, dir=f"evals/{model_id}/{dec}", tool_rounds=tool_rounds)
             self.plan.evals[ek] = ev
         if benchmark not in ev.benchmarks:
             ev.benchmarks.append(benchmark)
