@@ -249,3 +249,23 @@ def test_cli_takes_the_smoke_row_count():
     args = _parser().parse_args(["run", "--model", "m", "--benchmarks", "mmstar", "--source", "smoke",
                                  "--smoke-n", "60"])
     assert args.smoke_n == 60
+
+
+def test_smoke_image_files_are_written_once_into_the_cache(tmp_path, monkeypatch):
+    """Benchmarks whose schema stores image paths (V*, TallyQA, Pixel-Reasoner) write their smoke
+    images into one content-named cache directory, reused by later loads: no directory per load."""
+    import tempfile
+
+    monkeypatch.setenv("VLMREPRO_CACHE", str(tmp_path / "cache"))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    bench = REGISTRY["vstar"]
+    first = bench.load("smoke", smoke_n=6, seed=0)
+    second = bench.load("smoke", smoke_n=6, seed=0)
+    assert [s.images[0].tobytes() for s in first] == [s.images[0].tobytes() for s in second]
+    assert list(scratch.iterdir()) == []
+    assert len(list((tmp_path / "cache" / "smoke-images").iterdir())) == 1
+    bench.load("smoke", smoke_n=6, seed=1)
+    img_dirs = list((tmp_path / "cache" / "smoke-images").iterdir())
+    assert len(img_dirs) == 2 and not any(d.name.startswith(".") for d in img_dirs)

@@ -12,6 +12,9 @@ local path (a ``.jsonl`` / ``.json`` / ``.parquet`` file or a ``save_to_disk`` d
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from harness.data.provenance import resolved_revision
 from harness.data.prompts import format_prompt
 from harness.deadline import call_with_deadline
 from harness.errors import DataError
+from harness.tiny import smoke_cache_root
 from harness.types import Sample
 
 from evals import scoring
@@ -147,10 +151,7 @@ class Benchmark:
             raw = self.smoke_rows(smoke_n, seed)
             files = self.smoke_files(raw, seed)
             if files:
-                base = Path(tempfile.mkdtemp(prefix=f"evals-smoke-{self.name}-"))
-                for rel, img in files.items():
-                    (base / rel).parent.mkdir(parents=True, exist_ok=True)
-                    img.save(base / rel)
+                base = _smoke_image_dir(self.name, files)
             rows = _through_arrow(raw, self.splits[0])
             where = f"smoke:{self.name}"
         else:
@@ -259,6 +260,31 @@ class Benchmark:
         return {"name": self.name, "title": self.title, "hf_id": self.hf_id, "config": self.config,
                 "split": ",".join(self.splits), "revision": self.revision(), "size": self.size,
                 "tables": list(self.tables), "scoring": self.scoring, "headline": self.headline}
+
+
+def _smoke_image_dir(name: str, files: dict[str, Image.Image]) -> Path:
+    """A directory holding the smoke rows' image files, in the smoke cache and named by a hash of
+    their content: written once (into a temporary directory renamed into place), reused by every
+    later load, never left behind as one temporary directory per load."""
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        img = files[rel]
+        digest.update(f"{rel}\0{img.mode}\0{img.size}\0".encode())
+        digest.update(img.tobytes())
+    final = smoke_cache_root() / "smoke-images" / f"{name}-{digest.hexdigest()[:16]}"
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    for rel, img in files.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        img.save(tmp / rel)
+    os.chmod(tmp, 0o755)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # written meanwhile by another process: same content, keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def _through_arrow(raw: list[dict], default_split: str) -> Iterator[tuple[str, dict]]:
