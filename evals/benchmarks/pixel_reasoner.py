@@ -5,7 +5,8 @@ Source. Pixel-Reasoner and VerlTool publish no separate test set: VerlTool's dat
 training set ``TIGER-Lab/PixelReasoner-RL-Data`` (split ``train``) with
 ``datasets.Dataset.train_test_split(test_size=100, seed=42)`` and validates on them; Table 6's
 Pixel numbers are whole percentages (46.00, 52.00, 57.00, ...), which fits 100 items. This module
-takes the same held-out 100. [A] VerlTool splits *after* dropping prompts longer than 8,192
+takes the same held-out 100 (``harness.data.pixel_reasoner.select_split``, which the training loader
+uses for the other side, so training and evaluation are disjoint by construction). [A] VerlTool splits *after* dropping prompts longer than 8,192
 tokens under the Qwen2.5-VL-7B processor (``--filter_len 8192``, and with or without videos
 depending on the run), so its 100 items are not exactly reproducible without that processor; here
 the split is taken over the image (non-video) rows, without the length filter. Video rows (a few
@@ -27,49 +28,28 @@ evals/smoke.py).
 """
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path
 from typing import Any, Iterator
 
 from harness.data.images import decode_image
+from harness.data.pixel_reasoner import HELD_OUT, images_root, resolve_image, select_split
 from harness.errors import DataError
 
 from evals import smoke
 from evals.benchmarks.base import Benchmark
 
-HELD_OUT = 100          # VerlTool's train_test_split(test_size=100, seed=42)
-SPLIT_SEED = 42
 
 
 class PixelReasoner(Benchmark):
     def hub_rows(self) -> Iterator[tuple[str, dict]]:
         import datasets
 
-        ds = datasets.load_dataset(self.hf_id, self.config, split="train", revision=self.revision())
-        if "is_video" in ds.column_names:
-            ds = ds.filter(lambda r: not r["is_video"])
-        test = ds.train_test_split(test_size=HELD_OUT, seed=SPLIT_SEED)["test"]
-        for row in test:
+        rows = list(datasets.load_dataset(self.hf_id, self.config, split="train", revision=self.revision()))
+        for _, row in select_split(rows, "test"):
             yield self.splits[0], row
-
-    def _hub_images(self) -> Path:
-        from huggingface_hub import hf_hub_download
-
-        archive = Path(hf_hub_download(self.hf_id, "images.zip", repo_type="dataset", revision=self.revision()))
-        root = archive.parent / "images"
-        marker = root / ".extracted"
-        if not marker.exists():
-            with zipfile.ZipFile(archive) as z:
-                z.extractall(root)
-            marker.write_text("ok")
-        return root
 
     def image(self, value: Any, where: str, idx: int, field_name: str):
         if isinstance(value, str) and getattr(self, "_source", "") == "hub":
-            root = self._hub_images()
-            path = root / value
-            if not path.exists():     # archives that keep a top-level images/ folder
-                path = root / "images" / value
+            path = resolve_image(images_root(self.hf_id, self.revision()), value)
             return decode_image(str(path), where, idx, field_name)
         return super().image(value, where, idx, field_name)
 

@@ -2,7 +2,8 @@
 
 Names: the real sets of :data:`harness.data.training_sets.TRAINING_SETS` (orz-57k,
 mixture-of-thoughts[-math|-code|-science], geometry3k, geometry3k-noisyrollout, mmk12,
-openr1-math-46k, vision-sr1-47k, virl39k) and the offline synthetic sets of the smoke profile:
+openr1-math-46k, vision-sr1-47k, virl39k, pixelreasoner-rl) and the offline synthetic sets of
+the smoke profile:
 
 * ``smoke-text-math`` — :func:`harness.data.synthetic.text_math`
 * ``smoke-visual``    — :func:`harness.data.synthetic.visual`
