@@ -169,6 +169,21 @@ def test_reopold_topk_counts_only_selected_tokens_and_pieces_add_up(seed, k):
     assert torch.allclose(parts, whole, atol=1e-12)
 
 
+@SETTINGS
+@given(seed=st.integers(0, 10_000), k=st.integers(1, V), lam=st.floats(0.05, 0.95))
+def test_reopold_topk_clipped_frac_counts_selected_sampled_rewards_below_the_floor(seed, k, lam):
+    zs, zt, mask = sides(seed, B=4)
+    g = torch.Generator().manual_seed(seed + 3)
+    sel = mask.double() * (torch.rand(mask.shape, generator=g, dtype=torch.float64) < 0.7)
+    r = torch.randn(mask.shape, generator=g, dtype=torch.float64) * 3
+    _, stats = rl.reopold_topk_loss(zs, losses.teacher_topk(zt, mask, k), sel, lam=lam, sampled_reward=r)
+    below = [float(r[i, j]) < rl.clip_floor(lam) for i, j in (sel != 0).nonzero().tolist()]
+    assert abs(float(stats["clipped_frac"]) - (sum(below) / max(len(below), 1))) < 1e-12
+    _, no_clip = rl.reopold_topk_loss(zs, losses.teacher_topk(zt, mask, k), sel, lam=lam, sampled_reward=r,
+                                      reward_clip=False)
+    assert float(no_clip["clipped_frac"]) == 0.0
+
+
 def test_hidden_head_student_matches_logits_student():
     g = torch.Generator().manual_seed(0)
     h = torch.randn(2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
@@ -252,6 +267,8 @@ def test_top_k_variants_train_and_keep_only_k_teacher_values_a_token(method, tmp
         assert extras["teacher_topk_ids"][-1] == 5 and extras["teacher_topk_logq"][-1] == 5
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(recs) == 2 and all(math.isfinite(r["loss"]) for r in recs)
+    if method == "reopold":  # the same clipping statistic as the sampled-token REOPOLD row
+        assert all(0.0 <= r["clipped_frac"] <= 1.0 for r in recs)
     w = safetensors.torch.load_file(str(final / "model.safetensors"))
     w0 = safetensors.torch.load_file(str(smoke_model_path(cfg.model.split(":", 1)[1]) / "model.safetensors"))
     assert any(not torch.equal(w[k], w0[k]) for k in w if k in w0)

@@ -201,7 +201,8 @@ def reopold_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, select: T
 @losses.register_loss("reopold/topk")
 def reopold_topk_loss(student: losses.Side, teacher: losses.TopKTeacher, select: Tensor, *, lam: float,
                       reward_clip: bool = True, chunk_size: Optional[int] = None,
-                      global_selected: Number = None) -> tuple[Tensor, dict[str, Tensor]]:
+                      global_selected: Number = None, sampled_reward: Optional[Tensor] = None
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
     """``-J`` of "Reopold†" (REOPOLD App. D, Table 8: Reopold "using the full vocabulary or applying
     the Top-5 approximation"), to be minimised. The paper gives no formula; our reading [A]
     (docs/deviations.md) replaces Eq. 4's single-sample term ``rho_t Rhat_t`` by its exact
@@ -220,7 +221,10 @@ def reopold_topk_loss(student: losses.Side, teacher: losses.TopKTeacher, select:
     vanishes where student and teacher agree on S.
 
     ``select`` is ``M`` (B, T) times the response mask; ``global_selected`` as ``reopold_loss``.
-    Returns ``(loss, stats)``: ``reward`` (mean ``r_t`` over the selected tokens)."""
+    Returns ``(loss, stats)``: ``reward`` (mean ``r_t`` over the selected tokens) and, when
+    ``sampled_reward`` (the sampled token's ``R = lp^T - lp^theta``, B x T) is given,
+    ``clipped_frac``: the share of selected tokens whose sampled-token ``R`` is below ``c_lambda``,
+    the statistic ``reopold_loss`` reports, so the two rows of Table 8 log the same quantity."""
     floor = clip_floor(lam) if reward_clip else -math.inf
     r = losses.get_loss("topk_expected_reward")(student, teacher, select, floor, chunk_size)
     loss = losses.agg_loss(-r, select, "token-mean", global_tokens=global_selected)
@@ -228,6 +232,8 @@ def reopold_topk_loss(student: losses.Side, teacher: losses.TopKTeacher, select:
         selected = select != 0
         n = selected.sum().clamp_min(1).to(r.dtype)
         stats = {"reward": torch.where(selected, r.detach(), torch.zeros_like(r)).sum() / n}
+        if sampled_reward is not None:
+            stats["clipped_frac"] = ((sampled_reward.detach() < floor) & selected).sum() / n
     return loss, stats
 
 

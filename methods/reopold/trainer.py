@@ -115,7 +115,9 @@ class REOPOLD(OPD):
             teacher = losses.TopKTeacher(mb.extras["teacher_topk_ids"].long(), mb.extras["teacher_topk_logq"])
             loss, stats = rl.reopold_topk_loss(out.head, teacher, select, lam=cfg.clip_coef,
                                                reward_clip=cfg.reward_clip, chunk_size=cfg.kl_chunk_size,
-                                               global_selected=n_selected)
+                                               global_selected=n_selected,
+                                               sampled_reward=rl.token_reward(mb.extras["teacher_logp"],
+                                                                              out.logp.detach(), select))
         stats["token_reward"] = masked_mean(mb.extras["teacher_logp"] - out.logp, mb.response_mask)
         return loss, stats
 
