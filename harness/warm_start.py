@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
+from typing import Callable, Optional
 
 import torch
 
@@ -42,6 +43,13 @@ class WarmStart:
     """Vocabulary ids sampled per step for the softmax (:func:`sampled_softmax_nll`)."""
     rows: int = 2000
     """easy-vqa training questions drawn from (``form="mixed"``: free-form and multiple choice)."""
+    targets: str = "random"
+    """``random`` (an answer drawn from the question's answer set, independent of the image:
+    :func:`random_answer_targets`, the smoke models' warm start) or ``gold`` (the correct answers;
+    with ``crop`` and about 80 steps, the early-stopped alternative measured in
+    ``bench/smoke_warm_start.py``)."""
+    crop: bool = False
+    """easy-vqa images cropped to the shape (``harness.data.packaged.crop_to_shape``)."""
     seed: int = 0
 
 
@@ -83,14 +91,19 @@ def sampled_softmax_nll(hidden: torch.Tensor, weight: torch.Tensor, targets: tor
     return torch.nn.functional.cross_entropy(logits, target_pos)
 
 
-def warm_start(bundle: PolicyBundle, settings: WarmStart = WarmStart()) -> list[float]:
-    """Train ``bundle.model`` in place (language model only) on random-answer targets with a sampled
+def warm_start(bundle: PolicyBundle, settings: WarmStart = WarmStart(),
+               on_step: Optional[Callable[[int, float], None]] = None) -> list[float]:
+    """Train ``bundle.model`` in place (language model only) on ``settings.targets`` with a sampled
     softmax (:func:`sampled_softmax_nll`); returns the per-step loss. Text models get the questions
     without their images."""
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
     rng = random.Random(settings.seed)
-    rows = random_answer_targets(easy_vqa(settings.rows, "train", seed=settings.seed, form="mixed"), settings.seed)
+    if settings.targets not in ("random", "gold"):
+        raise ValueError(f"warm start targets must be 'random' or 'gold', got {settings.targets!r}")
+    rows = easy_vqa(settings.rows, "train", seed=settings.seed, form="mixed", crop=settings.crop)
+    if settings.targets == "random":
+        rows = random_answer_targets(rows, settings.seed)
     if not bundle.is_vlm:
         rows = [replace(s, images=[]) for s in rows]
     model = bundle.model
@@ -108,5 +121,7 @@ def warm_start(bundle: PolicyBundle, settings: WarmStart = WarmStart()) -> list[
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
+        if on_step is not None:  # e.g. a probe of what the model has learnt so far (bench/)
+            on_step(len(losses), losses[-1])
     model.eval()
     return losses
