@@ -81,3 +81,27 @@ def test_real_vocabulary_smoke_model_is_warm_started(real_vocab, tmp_path, monke
     texts = HFRolloutEngine(bundle, progress=False).generate(rows, SamplingParams(n=1, temperature=0.0,
                                                                                  max_new_tokens=8)).texts
     assert sum(t.startswith("\\boxed{") and t.endswith("}") for t in texts) >= 20, texts
+
+
+def test_gold_warm_start_trains_on_the_correct_answers_and_reports_each_step(monkeypatch):
+    """``targets="gold"`` keeps each question's own answer (what ``bench/smoke_warm_start.py``
+    measures); ``random`` replaces it; an unknown value is a one-line error."""
+    import harness.warm_start as ws
+    from harness.models import load_model
+    from harness.tiny import smoke_model_path
+
+    seen = []
+    real_encode = ws.encode_pairs
+    monkeypatch.setattr(ws, "encode_pairs", lambda bundle, rows: (seen.append(rows), real_encode(bundle, rows))[1])
+    bundle = load_model(smoke_model_path("qwen2_5_vl_raw"), dtype="float32", device="cpu")
+    steps = []
+    ws.warm_start(bundle, ws.WarmStart(steps=2, batch_size=4, rows=8, negatives=16, targets="gold", crop=True),
+                  on_step=lambda step, loss: steps.append(step))
+    assert steps == [1, 2]
+    gold = {s.id: s.response for s in easy_vqa(8, "train", seed=0, form="mixed", crop=True)}
+    assert all(r.response == gold[r.id] for batch in seen for r in batch)
+    seen.clear()
+    ws.warm_start(bundle, ws.WarmStart(steps=1, batch_size=8, rows=8, negatives=16, targets="random"))
+    assert any(r.response != gold[r.id] for r in seen[0])
+    with pytest.raises(ValueError, match="targets"):
+        ws.warm_start(bundle, ws.WarmStart(steps=1, targets="labels"))
