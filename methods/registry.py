@@ -32,6 +32,8 @@ class MethodSpec:
     train: TrainFn | None = None
     validates: bool = False
     """Its trainer measures validation accuracy during training when given a ``validator``."""
+    trains: bool = True
+    """False for a stage that only generates (no optimizer state): pre-flight counts its model once."""
 
 
 def load_method_config(cls: type, profiles: dict[str, dict[str, Any]], profile: str,
@@ -78,7 +80,7 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
                _trainer("opd", "OPDConfig")),
     MethodSpec("vold_traces", "VOLD (arXiv 2510.23497) §3.2 / §4.1, stage 0", True,
                "A text-only teacher writes SFT traces (length filter, no answer verification).",
-               _entry("methods.vold", "train_traces")),
+               _entry("methods.vold", "train_traces"), trains=False),
     MethodSpec("vold_sft", "VOLD (arXiv 2510.23497) Eq. 4, stage 1", True,
                "SFT of the student on the teacher's traces, vision tower frozen.",
                _entry("methods.vold", "train_sft")),

@@ -18,13 +18,18 @@ def run_table(paper: str, table: str, profile: str = "smoke", out: Optional[str 
               fail_fast: bool = False, methods: Optional[Mapping[str, Any]] = None,
               train_fn: Optional[Callable] = None, eval_fn: Optional[Callable] = None,
               smoke_path: Optional[Callable[[str], str]] = None,
-              recipe_dir: Optional[Path] = None, published_dir: Optional[Path] = None) -> dict[str, Any]:
+              recipe_dir: Optional[Path] = None, published_dir: Optional[Path] = None,
+              preflight: Optional[bool] = None) -> dict[str, Any]:
     """Plan, train, evaluate, diff and report one table; returns ``{plan, plan_text, report, paths, markdown}``.
 
     Re-running with the same ``out`` resumes (finished stages and recorded samples are reused) and
     may add other tables of the same paper and profile to the directory. ``methods``, ``train_fn``,
     ``eval_fn``, ``smoke_path`` and the two directories replace the registry, trainers, evals.run,
     the tiny-model builder and the data files (tests).
+
+    ``preflight`` (default: on in the paper profile) checks sources, GPUs, memory and disk first
+    (``reproduce.preflight``) and raises :class:`~reproduce.preflight.PreflightError` listing
+    every problem; the paper profile's ``--dry-run`` adds the per-GPU memory estimate.
     """
     from reproduce.diff import DEFAULT_TOLERANCE
     from reproduce.plan import Plan, build_plan, format_plan
@@ -62,8 +67,16 @@ def run_table(paper: str, table: str, profile: str = "smoke", out: Optional[str 
     plan = build_plan(recipe, [table], profile, methods)
     text = format_plan(plan, table, rows)
     if dry_run:
+        if profile == "paper":
+            from reproduce.preflight import memory_table
+            text += "\n\n" + memory_table(plan, table, rows)
         return {"plan": plan, "plan_text": text}
     out = Path(out) if out is not None else default_out(paper, table, profile)
+    if preflight if preflight is not None else profile == "paper":
+        from reproduce.preflight import PreflightError, preflight as check
+        problems = check(plan, table, out, rows)
+        if problems:
+            raise PreflightError("\n".join(problems))
     out.mkdir(parents=True, exist_ok=True)
     try:
         plan = Plan.load(out).merge(plan)

@@ -80,6 +80,8 @@ def _table_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="agreement tolerance, points")
     p.add_argument("--report-dir", default=None, help="also write the three reports here")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed stage / evaluation")
+    p.add_argument("--skip-preflight", action="store_true",
+                   help="paper profile: start without checking models, data, GPUs, memory and disk first")
     return p
 
 
@@ -191,9 +193,18 @@ def _main(argv: list[str]) -> int:
         return 1 if problems else 0
     a = _table_parser().parse_args(argv)
     from reproduce import run_table
+    from reproduce.preflight import PreflightError
     rows = [r.strip() for r in a.rows.split(",") if r.strip()] if a.rows else None
-    result = run_table(a.paper, a.table, a.profile, a.out, rows=rows, dry_run=a.dry_run, tolerance=a.tolerance,
-                       fail_fast=a.fail_fast)
+    try:
+        result = run_table(a.paper, a.table, a.profile, a.out, rows=rows, dry_run=a.dry_run, tolerance=a.tolerance,
+                           fail_fast=a.fail_fast, preflight=False if a.skip_preflight else None)
+    except PreflightError as e:
+        lines = str(e).splitlines()
+        for line in lines:
+            print(f"reproduce: pre-flight: {line}", file=sys.stderr)
+        print(f"reproduce: error: {len(lines)} pre-flight problem(s); nothing was started "
+              "(--skip-preflight to start anyway)", file=sys.stderr)
+        return 2
     if a.dry_run:
         print(result["plan_text"])
         return 0
