@@ -41,6 +41,10 @@ def git_revision(repo: Path | None = None) -> str:
         return "unknown"
 
 
+NOT_IDENTITY = ("report_to",)
+"""Config fields that do not change what a run computes: a resumed run may differ in them."""
+
+
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
@@ -97,6 +101,9 @@ class RunDir:
             return
         saved = yaml.safe_load(self.config_path.read_text()) or {}
         now = yaml.safe_load(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        for key in NOT_IDENTITY:
+            saved.pop(key, None)
+            now.pop(key, None)
         diffs = _diff(saved, now)
         if diffs:
             raise ConfigError(

@@ -64,6 +64,11 @@ class TrainConfig:
     TRL train every parameter; VOLD (Table 4) freezes it."""
     gradient_checkpointing: bool = False
 
+    # --- tracking (not part of the run's identity: a resumed run may change it)
+    report_to: str = "none"
+    """``none``, or trackers fed the step records as ``metrics.jsonl`` gets them, comma-separated:
+    ``tensorboard``, ``wandb`` (``WANDB_MODE``, default offline), ``mlflow`` (harness.tracking)."""
+
     # --- run management
     save_every: int = 10
     """Checkpoint every N steps (and always at the last step)."""
@@ -73,6 +78,8 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        from harness.tracking import parse_report_to
+        parse_report_to(self.report_to)  # a one-line error for an unknown tracker
         for name in ("steps", "micro_batch_size", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

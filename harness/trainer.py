@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.forward import Forward, policy_forward
+from harness.config import to_dict
 from harness.checkpoint import (find_checkpoint, load_checkpoint, make_room, save_checkpoint, save_final,
                                 seed_everything, set_aside)
 from harness.distributed import Strategy, make_strategy
@@ -32,6 +33,7 @@ from harness.optim import build_optimizer, build_scheduler
 from harness.rollout.hf import HFRolloutEngine
 from harness.run_dir import RunDir
 from harness.scoring import token_logprobs
+from harness.tracking import open_trackers
 from harness.train_config import OnlineConfig, TrainConfig
 from harness.types import Sample, SamplingParams, Trajectories
 from harness.update import (Grads, LossFn, Normalizers, Objective, accumulate_update, reduce_floats, select_rows,
@@ -126,6 +128,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, load_data: Callable[[
         run.check_config(cfg)
         return run.final
     strategy = make_strategy(cfg.distributed, cfg.device)
+    tracker = None
     try:
         dataset = load_data()
         sampler = EpochSampler(len(dataset), cfg.seed)
@@ -153,6 +156,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, load_data: Callable[[
             start = ckpt.step
         if strategy.is_main:
             run.truncate_metrics(start)  # steps logged after the checkpoint (or with none) run again
+            tracker = open_trackers(cfg.report_to, run.path, to_dict(cfg), start)
         ctx = Context(cfg=cfg, policy=policy, optimizer=optimizer, scheduler=scheduler, strategy=strategy, run=run)
         step_fn = build_step(ctx)
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -167,6 +171,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, load_data: Callable[[
             record = {"step": step + 1, "lr": lr, **metrics, "time_s": round(time.perf_counter() - t0, 4)}
             if strategy.is_main:
                 run.log(record)
+                tracker.log(record, step + 1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
                                  if k in ("loss", "reward_mean", "grad_norm")})
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
@@ -181,6 +186,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, load_data: Callable[[
         strategy.barrier()
         return run.final
     finally:
+        if tracker is not None:
+            tracker.close()
         strategy.shutdown()
 
 
