@@ -19,13 +19,15 @@ def run_table(paper: str, table: str, profile: str = "smoke", out: Optional[str 
               train_fn: Optional[Callable] = None, eval_fn: Optional[Callable] = None,
               smoke_path: Optional[Callable[[str], str]] = None,
               recipe_dir: Optional[Path] = None, published_dir: Optional[Path] = None,
-              preflight: Optional[bool] = None) -> dict[str, Any]:
+              preflight: Optional[bool] = None, launch: Optional[Any] = None) -> dict[str, Any]:
     """Plan, train, evaluate, diff and report one table; returns ``{plan, plan_text, report, paths, markdown}``.
 
     Re-running with the same ``out`` resumes (finished stages and recorded samples are reused) and
     may add other tables of the same paper and profile to the directory. ``methods``, ``train_fn``,
     ``eval_fn``, ``smoke_path`` and the two directories replace the registry, trainers, evals.run,
-    the tiny-model builder and the data files (tests).
+    the tiny-model builder and the data files (tests). ``launch`` (a :class:`reproduce.launch.Launch`)
+    trains each stage under torchrun on several processes / nodes; on a node other than the first
+    the call returns after training (``report`` None).
 
     ``preflight`` (default: on in the paper profile) checks sources, GPUs, memory and disk first
     (``reproduce.preflight``) and raises :class:`~reproduce.preflight.PreflightError` listing
@@ -74,7 +76,7 @@ def run_table(paper: str, table: str, profile: str = "smoke", out: Optional[str 
     out = Path(out) if out is not None else default_out(paper, table, profile)
     if preflight if preflight is not None else profile == "paper":
         from reproduce.preflight import PreflightError, preflight as check
-        problems = check(plan, table, out, rows)
+        problems = check(plan, table, out, rows, launch=launch)
         if problems:
             raise PreflightError("\n".join(problems))
     out.mkdir(parents=True, exist_ok=True)
@@ -82,9 +84,11 @@ def run_table(paper: str, table: str, profile: str = "smoke", out: Optional[str 
         plan = Plan.load(out).merge(plan)
     except FileNotFoundError:
         pass
-    plan.save(out)
+    plan.save(out)  # every node writes the same plan (atomically): the ranks of a stage read it
     execute(plan, table, out, rows=rows, train_fn=train_fn, eval_fn=eval_fn,
-            smoke_path=smoke_path or _smoke_path, fail_fast=fail_fast)
+            smoke_path=smoke_path or _smoke_path, fail_fast=fail_fast, launch=launch)
+    if launch is not None and not launch.is_main_node:
+        return {"plan": plan, "plan_text": text, "report": None, "paths": {}, "markdown": ""}
     rep = build_report(out, table, tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance, rows=rows,
                        published_dir=published_dir)
     paths = write_reports(rep, out / "report")

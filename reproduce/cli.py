@@ -82,6 +82,12 @@ def _table_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed stage / evaluation")
     p.add_argument("--skip-preflight", action="store_true",
                    help="paper profile: start without checking models, data, GPUs, memory and disk first")
+    g = p.add_argument_group("launch (each training stage as one torchrun job: reproduce/launch.py)")
+    g.add_argument("--nproc-per-node", type=int, default=1, help="processes (GPUs) per node")
+    g.add_argument("--nnodes", type=int, default=1, help="nodes (the same --out on a shared file system)")
+    g.add_argument("--node-rank", type=int, default=0, help="this node's rank; node 0 evaluates and reports")
+    g.add_argument("--master-addr", default="127.0.0.1", help="node 0's address (several nodes)")
+    g.add_argument("--master-port", type=int, default=29500, help="node 0's rendezvous port (several nodes)")
     return p
 
 
@@ -193,11 +199,14 @@ def _main(argv: list[str]) -> int:
         return 1 if problems else 0
     a = _table_parser().parse_args(argv)
     from reproduce import run_table
+    from reproduce.launch import Launch
     from reproduce.preflight import PreflightError
     rows = [r.strip() for r in a.rows.split(",") if r.strip()] if a.rows else None
+    launch = Launch(a.nproc_per_node, a.nnodes, a.node_rank, a.master_addr, a.master_port)
     try:
         result = run_table(a.paper, a.table, a.profile, a.out, rows=rows, dry_run=a.dry_run, tolerance=a.tolerance,
-                           fail_fast=a.fail_fast, preflight=False if a.skip_preflight else None)
+                           fail_fast=a.fail_fast, preflight=False if a.skip_preflight else None,
+                           launch=launch if launch.distributed else None)
     except PreflightError as e:
         lines = str(e).splitlines()
         for line in lines:
@@ -207,6 +216,9 @@ def _main(argv: list[str]) -> int:
         return 2
     if a.dry_run:
         print(result["plan_text"])
+        return 0
+    if result["report"] is None:
+        print(f"node {a.node_rank}: training stages done; node 0 evaluates and writes the reports")
         return 0
     print(result["markdown"])
     print("\nreports:")

@@ -237,8 +237,10 @@ def _gpus() -> list[int]:
 
 def preflight(plan, table_id: str, out: Path, rows: Optional[list[str]] = None, *, timeout: float = 5.0,
               gpus: Optional[list[int]] = None, count: Callable[[str], Optional[int]] = param_count,
-              disk_free: Optional[int] = None) -> list[str]:
-    """Every problem of running ``table_id`` of ``plan`` into ``out``, one line each ([] = go)."""
+              disk_free: Optional[int] = None, launch=None) -> list[str]:
+    """Every problem of running ``table_id`` of ``plan`` into ``out``, one line each ([] = go).
+    ``launch`` (``reproduce.launch.Launch``): the stages run on ``nproc_per_node`` GPUs of each of
+    ``nnodes`` nodes (default: one process on the visible GPUs)."""
     problems: list[str] = []
     hub = _Hub(timeout)
     for need in needs(plan, table_id, rows):
@@ -250,6 +252,11 @@ def preflight(plan, table_id: str, out: Path, rows: Optional[list[str]] = None, 
     if stages and not gpus:
         problems.append(f"no CUDA GPU visible: the paper profile trains {len(stages)} stage(s) on GPUs "
                         "(try --profile smoke on a CPU)")
+    world = len(gpus)
+    if launch is not None:
+        world = launch.nproc_per_node * launch.nnodes
+        if gpus and launch.nproc_per_node > len(gpus):
+            problems.append(f"--nproc-per-node {launch.nproc_per_node} but {len(gpus)} GPU(s) visible on this node")
     need_disk = 0.0
     for st in stages:
         student, teacher, _ = _stage_params(plan, st, count)
@@ -258,11 +265,11 @@ def preflight(plan, table_id: str, out: Path, rows: Optional[list[str]] = None, 
         if _trains(st):
             need_disk += (TRAIN_BYTES + FROZEN_BYTES) * student  # last resumable checkpoint + final bf16 weights
         strategy = str(st.overrides.get("distributed", "ddp"))
-        per_gpu = state_bytes(student, teacher, "ddp" if strategy in ("auto", "single") else strategy, len(gpus),
+        per_gpu = state_bytes(student, teacher, "ddp" if strategy in ("auto", "single") else strategy, world,
                               _trains(st))
         if gpus and per_gpu > min(gpus):
             problems.append(f"stage {st.id}: model states need ~{per_gpu / GIB:.1f} GiB a GPU under "
-                            f"{strategy} on {len(gpus)} GPU(s), the smallest has {min(gpus) / GIB:.1f} GiB "
+                            f"{strategy} on {world} GPU(s), the smallest has {min(gpus) / GIB:.1f} GiB "
                             "(set distributed: deepspeed / fsdp, or more GPUs)")
     root = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
     free = shutil.disk_usage(root).free if disk_free is None else disk_free

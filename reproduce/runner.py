@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 
 from harness.jsonl import read_jsonl
 from harness.run_dir import atomic_write_text
+from reproduce.launch import Launch, run_stage
 from reproduce.plan import RUNNABLE, Plan, PlannedEval, PlannedStage, benchmark_available
 
 STATE_FILE = "state.json"
@@ -121,8 +122,12 @@ def _log_error(out: Path, name: str, err: BaseException) -> str:
 
 
 def train_stages(plan: Plan, stages: list[PlannedStage], out: Path, state: RunState, *,
-                 train_fn: Optional[Callable[[str], TrainFn]] = None, fail_fast: bool = False) -> None:
+                 train_fn: Optional[Callable[[str], TrainFn]] = None, fail_fast: bool = False,
+                 launch: Optional[Launch] = None) -> None:
+    """Train each runnable stage not yet done, in order (under torchrun when ``launch`` is
+    distributed: ``reproduce.launch``; only the main node records the state)."""
     get_train = train_fn or _default_train
+    record = launch is None or launch.is_main_node
     for stage in stages:
         if stage.status != RUNNABLE:
             continue
@@ -137,7 +142,10 @@ def train_stages(plan: Plan, stages: list[PlannedStage], out: Path, state: RunSt
             continue
         print(f"[reproduce] training stage {stage.id} ({stage.method}) -> {out / stage.dir}", file=sys.stderr)
         try:
-            final = get_train(stage.method)(stage_overrides(stage, state), out / stage.dir, plan.profile)
+            if launch is not None and launch.distributed:
+                final = run_stage(launch, out, stage.dir)
+            else:
+                final = get_train(stage.method)(stage_overrides(stage, state), out / stage.dir, plan.profile)
             if final is None or not Path(final).exists():
                 raise RuntimeError(f"trainer returned no final model directory ({final!r})")
             state.stages[stage.dir] = {"status": "done", "final": str(final)}
@@ -145,7 +153,8 @@ def train_stages(plan: Plan, stages: list[PlannedStage], out: Path, state: RunSt
             if fail_fast:
                 raise
             state.stages[stage.dir] = {"status": "failed", "error": _log_error(out, stage.dir, err)}
-        state.save(out)
+        if record:
+            state.save(out)
 
 
 def _generation_kwargs(settings: dict[str, Any], ev: PlannedEval) -> dict[str, Any]:
@@ -201,11 +210,16 @@ def run_evals(plan: Plan, evals: list[PlannedEval], out: Path, state: RunState, 
 
 def execute(plan: Plan, table_id: str, out: Path, *, rows: Optional[list[str]] = None,
             train_fn: Optional[Callable[[str], TrainFn]] = None, eval_fn: Optional[EvalFn] = None,
-            smoke_path: Callable[[str], str] = _smoke_path, fail_fast: bool = False) -> RunState:
-    """Train what ``table_id`` (optionally only ``rows``) needs, then evaluate; returns the state."""
+            smoke_path: Callable[[str], str] = _smoke_path, fail_fast: bool = False,
+            launch: Optional[Launch] = None) -> RunState:
+    """Train what ``table_id`` (optionally only ``rows``) needs, then evaluate; returns the state.
+    With ``launch`` on a node other than the first, only the training stages run."""
     out = Path(out)
     state = RunState.load(out)
-    train_stages(plan, plan.stages_for(table_id, rows), out, state, train_fn=train_fn, fail_fast=fail_fast)
+    train_stages(plan, plan.stages_for(table_id, rows), out, state, train_fn=train_fn, fail_fast=fail_fast,
+                 launch=launch)
+    if launch is not None and not launch.is_main_node:
+        return state
     run_evals(plan, plan.evals_for(table_id, rows), out, state, eval_fn=eval_fn, smoke_path=smoke_path,
               fail_fast=fail_fast)
     state.save(out)
