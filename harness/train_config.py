@@ -8,7 +8,7 @@ scales a run down for the offline CPU profile.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from harness.optim import Schedule
@@ -92,6 +92,39 @@ class TrainConfig:
 
 
 @dataclass
+class VLLMSettings:
+    """Settings of the vLLM engine (``rollout_engine`` / ``engine`` = ``vllm``), passed to ``vllm.LLM``."""
+
+    gpu_memory_utilization: float = 0.5
+    """Share of each GPU's memory vLLM takes for weights and KV cache; colocated with training,
+    leave the trainer its share (verl's default 0.5)."""
+    tensor_parallel_size: int = 1
+    """GPUs one vLLM engine spans (a model too large for one GPU)."""
+    max_model_len: Optional[int] = None
+    """Longest prompt + response the engine admits (None: the model config's context length;
+    set it to size the KV cache to the recipe's lengths)."""
+    enforce_eager: bool = False
+    """No CUDA graphs (slower, less memory, faster start)."""
+    sleep_mode: bool = False
+    """Colocated training: vLLM releases its GPU memory (level-1 sleep: weights offloaded, KV cache
+    dropped) during each update and wakes before the next rollout's weight sync. CUDA only."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"vllm.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"vllm.tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"vllm.max_model_len must be >= 1 or null, got {self.max_model_len}")
+
+    def engine_kwargs(self) -> dict:
+        """Keyword arguments of ``harness.rollout.vllm.VLLMRolloutEngine``."""
+        return {"gpu_memory_utilization": self.gpu_memory_utilization, "max_model_len": self.max_model_len,
+                "enforce_eager": self.enforce_eager, "tensor_parallel_size": self.tensor_parallel_size,
+                "sleep_mode": self.sleep_mode}
+
+
+@dataclass
 class OnlineConfig(TrainConfig):
     """Settings of the online loop (rollout -> reward -> method scoring -> updates)."""
 
@@ -123,6 +156,8 @@ class OnlineConfig(TrainConfig):
     """``hf``: transformers' generate on the policy itself (CPU, tests; no weight sync). ``vllm``:
     harness.rollout.vllm on the policy's checkpoint, its weights synced from the trainer before
     every rollout (GPU; the ``gpu`` extra)."""
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
+    """The vLLM engine's settings (``vllm.gpu_memory_utilization=0.4`` on the command line)."""
     reward: str = "math"
     """Reward function name (a key of harness.reward_registry.REWARDS)."""
     tools: tuple[str, ...] = ()

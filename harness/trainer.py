@@ -264,7 +264,7 @@ def default_engine(ctx: Context) -> Any:
         from harness.rollout.vllm import VLLMRolloutEngine
 
         engine: Any = VLLMRolloutEngine(ctx.policy.path, dtype=cfg.dtype, view=cfg.view, seed=cfg.seed,
-                                        progress=ctx.strategy.is_main)
+                                        progress=ctx.strategy.is_main, **cfg.vllm.engine_kwargs())
     else:
         engine = HFRolloutEngine(ctx.policy, batch_size=cfg.rollout_batch_size, view=cfg.view,
                                  progress=ctx.strategy.is_main)
@@ -295,11 +295,13 @@ def online_step_builder(method: OnlineMethod, reward_fn: RewardFn | None,
             torch.manual_seed(seed)
             model.eval()
             t0 = time.perf_counter()
+            getattr(engine, "wake_up", lambda: None)()  # vLLM sleep mode: memory back before the sync
             engine.sync_weights(model)
             sampling = SamplingParams(n=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
                                       max_new_tokens=cfg.max_new_tokens, seed=seed)
             with autocast(ctx):
                 traj = engine.generate(samples, sampling)
+            getattr(engine, "sleep", lambda: None)()  # vLLM sleep mode: its GPU memory free for the update
             t_gen = time.perf_counter() - t0
             if reward_fn is not None:
                 traj.rewards = reward_fn(traj).to(torch.float32).to(traj.response_ids.device)

@@ -177,6 +177,12 @@ class MultiTurnEngine:
     def sync_weights(self, model: object) -> None:
         self.engine.sync_weights(model)
 
+    def sleep(self) -> None:
+        getattr(self.engine, "sleep", lambda: None)()
+
+    def wake_up(self) -> None:
+        getattr(self.engine, "wake_up", lambda: None)()
+
     def generate(self, samples: list[Sample], sampling: SamplingParams) -> Trajectories:
         b, n = self.bundle, sampling.n
         contexts = [render_prompt(b, s, self.view) for s in samples]

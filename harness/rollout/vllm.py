@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from harness.errors import ConfigError
 from harness.models import PolicyBundle
 from harness.rollout.hf import placeholder_token_ids, response_mask_until_eos
 from harness.scoring import View, apply_view, render_key, render_prompt
@@ -105,7 +106,10 @@ class VLLMRolloutEngine:
     """``RolloutEngine`` over ``vllm.LLM``, constructed from a model directory or hub id.
 
     ``dtype``, ``max_model_len``, ``gpu_memory_utilization``, ``enforce_eager``, ``seed``,
-    ``trust_remote_code`` and ``limit_mm_per_prompt`` go to ``vllm.LLM`` (``max_model_len=None``: the
+    ``tensor_parallel_size``, ``trust_remote_code`` and ``limit_mm_per_prompt`` go to ``vllm.LLM``
+    (``harness.train_config.VLLMSettings`` holds the configurable ones); ``sleep_mode`` enables
+    vLLM's sleep mode (CUDA only) and makes :meth:`sleep` / :meth:`wake_up` free and retake its
+    GPU memory around a colocated update (``max_model_len=None``: the
     model config's context length; ``limit_mm_per_prompt``
     defaults to ``{"image": 4, "video": 0}`` for a VLM and is not passed for a text model);
     ``llm_kwargs`` are passed through. ``in_process`` runs vLLM's engine core in this process
@@ -116,7 +120,16 @@ class VLLMRolloutEngine:
     def __init__(self, model: str | Path, *, dtype: str = "bfloat16", max_model_len: int | None = None,
                  gpu_memory_utilization: float = 0.5, enforce_eager: bool = False, seed: int = 0,
                  trust_remote_code: bool = False, limit_mm_per_prompt: dict[str, int] | None = None,
-                 view: View = "full", in_process: bool = True, progress: bool = True, **llm_kwargs: Any) -> None:
+                 view: View = "full", in_process: bool = True, progress: bool = True,
+                 tensor_parallel_size: int = 1, sleep_mode: bool = False, **llm_kwargs: Any) -> None:
+        if sleep_mode:
+            if not torch.cuda.is_available():
+                raise ConfigError("vllm.sleep_mode needs CUDA (vLLM's sleep mode frees GPU memory); "
+                                  "turn it off on a CPU")
+            llm_kwargs["enable_sleep_mode"] = True
+        if tensor_parallel_size != 1:
+            llm_kwargs["tensor_parallel_size"] = tensor_parallel_size
+        self.sleep_mode = sleep_mode
         vllm = _import_vllm()
         self._vllm = vllm
         self.path = str(model)
@@ -134,6 +147,16 @@ class VLLMRolloutEngine:
                 model=self.path, dtype=dtype, max_model_len=max_model_len,
                 gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager, seed=seed,
                 trust_remote_code=trust_remote_code, logprobs_mode="raw_logprobs", **llm_kwargs)
+
+    def sleep(self) -> None:
+        """Release the engine's GPU memory for the update (``sleep_mode``; else nothing)."""
+        if self.sleep_mode:
+            self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        """Take the GPU memory back before the next weight sync and rollout (``sleep_mode``)."""
+        if self.sleep_mode:
+            self.llm.wake_up()
 
     def _single_token_words(self, ids: list[int]) -> list[str]:
         """The placeholder tokens as strings that vLLM's ``bad_words`` turns back into exactly one id

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from harness.train_config import VLLMSettings
 from methods.grpo.config import GRPOConfig
 from methods.grpo.config import PROFILES as GRPO_PROFILES
 from methods.sft.config import PROFILES as _SFT_METHOD_PROFILES
@@ -66,6 +67,8 @@ class TracesConfig(TraceSampling):
     """``auto``: CUDA when available, else CPU."""
     engine: Literal["hf", "vllm"] = "hf"
     """Rollout engine of the teacher: ``vllm`` for the paper's scale (MoT prompts, 8192 tokens)."""
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
+    """The vLLM engine's settings (``engine: vllm``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -88,7 +88,8 @@ def _default_engine(cfg: TracesConfig) -> Any:
     if cfg.engine == "vllm":
         from harness.rollout.vllm import VLLMRolloutEngine
 
-        return VLLMRolloutEngine(resolve_model_name(cfg.model), dtype=cfg.dtype, view=cfg.view, seed=cfg.seed)
+        return VLLMRolloutEngine(resolve_model_name(cfg.model), dtype=cfg.dtype, view=cfg.view, seed=cfg.seed,
+                                 **cfg.vllm.engine_kwargs())
     from harness.models import load_model
     from harness.rollout.hf import HFRolloutEngine
 
