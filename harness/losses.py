@@ -155,12 +155,13 @@ def agg_weights(
     ``token-mean`` m / sum m; ``seq-mean-token-mean`` m / (N sum_t m); ``seq-mean-token-sum``
     m / N; ``seq-mean-token-sum-norm`` m / (N max_len); ``global_*`` replace the counts as in
     ``agg_loss``. 0 where m = 0 (all 0 for an all-masked input). The fused losses take these as
-    ``token_weights``. ``dtype`` defaults to the mask's float dtype (float32 for 0/1 masks)."""
+    ``token_weights`` (and cast them to their compute dtype). ``dtype`` defaults to float64: the
+    weights are (B, T), cheap, and then exact enough for a float64 loss too."""
     if agg not in AGG_MODES:
         raise ValueError(f"unknown agg {agg!r}; expected one of {AGG_MODES}")
     if mask.dim() != 2:
         raise ValueError(f"mask {tuple(mask.shape)} must be (B, T)")
-    dtype = dtype or (mask.dtype if mask.is_floating_point() else torch.float32)
+    dtype = dtype or torch.float64
     m = torch.where(mask != 0, mask.to(dtype), torch.zeros((), dtype=dtype, device=mask.device))
     if agg == "token-mean":
         return _safe_div(m, m.sum() if global_tokens is None else _as_tensor(global_tokens, m))
