@@ -248,3 +248,17 @@ def test_agg_weights_reproduce_agg_loss(seed, b, t, agg, extra, weighted):
 def test_chunk_budget_is_one_setting():
     assert L._auto_chunk(151_936) == L.CHUNK_BYTES // (4 * 151_936) == 220
     assert L._auto_chunk(10**12) == 1
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_small_budget_blocks_the_kernels(name, monkeypatch):
+    """With a tiny CHUNK_BYTES the automatic chunk is a few tokens and the kernels run on blocks
+    of one row: the fused and reference paths still equal the one-block result."""
+    hid, w, ht, wt, mask = _inputs(4, 2, 7, 6, 32, torch.float64, 0.2)
+    agg, glob = "seq-mean-token-mean", {}
+    (rl, rv, rg), (fl, fv, fg) = _both(name, hid, w, ht, wt, mask, 100, 3, agg, glob, 1.0)
+    monkeypatch.setattr(L, "CHUNK_BYTES", 4 * 32 * 5)  # 5 tokens a chunk, kernel blocks of 1 row
+    assert L._auto_chunk(32) == 5 and L._kernel_rows(32) == 1
+    (sl, sv, sg), (gl, gv, gg) = _both(name, hid, w, ht, wt, mask, None, 3, agg, glob, 1.0)
+    for a, b in [(sl, rl), (sv, rv), (gl, fl), (gv, fv), *zip(sg, rg), *zip(gg, fg)]:
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
