@@ -21,8 +21,8 @@ Ratios are against ``floor`` and ``matmul`` measured in the same run. Peak memor
 *above* the memory held before the call (inputs, weights; gradients are counted): on CUDA
 ``torch.cuda.max_memory_allocated``; on CPU the process's peak resident set (VmHWM in
 /proc/self/status, reset before each call through /proc/self/clear_refs, with malloc_trim
-first), which counts every allocation torch makes. Times are medians over ``--repeats`` after
-one warm-up call. A case that runs out of memory is reported as OOM. ``--out`` also writes the
+first), which counts every allocation torch makes. Times are the minimum over ``--repeats``
+calls after one warm-up call (the least disturbed call when cores are shared); peaks the maximum. A case that runs out of memory is reported as OOM. ``--out`` also writes the
 table, the targets of issue 18 (met or not, computed from the table) and the command to a
 Markdown file.
 """
@@ -34,7 +34,6 @@ import datetime
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -210,7 +209,7 @@ def measure(fn: Callable, inputs: tuple, probe, repeats: int, sync: Callable[[],
         times.append(time.perf_counter() - t0)
         peaks.append(probe.peak())
     h.grad = w.grad = None
-    return statistics.median(times), max(peaks), float(value)
+    return min(times), max(peaks), float(value)
 
 
 def bench_size(n: int, hdim: int, v: int, device: str, dtype: torch.dtype, repeats: int,
@@ -293,6 +292,14 @@ def targets(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -306,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="tokens per chunk (default: harness.losses.CHUNK_BYTES of fp32 logits)")
     ap.add_argument("--cases", default=None, help=f"comma-separated cases (default: all; known: {','.join(ALL_CASES)})")
     ap.add_argument("--out", default=None, help="also write a Markdown record here")
+    ap.add_argument("--note", default="", help="free text for the record's Notes section (e.g. the machine's load)")
     args = ap.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -323,8 +331,8 @@ def main(argv: list[str] | None = None) -> None:
         sizes = [(512, 1024, 151936, chosen or ALL_CASES), (2048, 1024, 151936, chosen or FAST_CASES)]
     probe = CudaPeak() if args.device == "cuda" else CpuPeak()
     dev = (torch.cuda.get_device_name() if args.device == "cuda"
-           else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), {torch.get_num_threads()} threads")
-    print(f"device: {dev}; torch {torch.__version__}; median of {repeats} after 1 warm-up", flush=True)
+           else f"CPU ({_cpu_model()}, {os.cpu_count()} cores), {torch.get_num_threads()} threads")
+    print(f"device: {dev}; torch {torch.__version__}; min of {repeats} after 1 warm-up", flush=True)
 
     rows: list[dict] = []
     for n, hdim, v, cases in sizes:
@@ -336,12 +344,15 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(lines))
     if args.out:
         md = tabulate(table, headers=HEADERS, tablefmt="github") if tabulate else "\n".join(map(str, table))
-        cmd = " ".join(["python bench/losses.py", *(argv if argv is not None else sys.argv[1:])])
+        given = list(argv if argv is not None else sys.argv[1:])
+        if "--note" in given:
+            given[given.index("--note") + 1] = "..."
+        cmd = " ".join(["python bench/losses.py", *given])
         Path(args.out).write_text(
             f"# bench/losses.py ({args.device}, {datetime.date.today().isoformat()})\n\n"
-            f"Device: {dev}; torch {torch.__version__}; median of {repeats} timed call(s) after 1 warm-up.\n"
+            f"Device: {dev}; torch {torch.__version__}; time: min of {repeats} timed call(s) after 1 warm-up.\n"
             f"Command: `{cmd}`.\nMemory: {probe.name}.\n\n{md}\n\n## Targets (issue 18)\n\n"
-            + "".join(f"- {x}\n" for x in lines))
+            + "".join(f"- {x}\n" for x in lines) + (f"\n## Notes\n\n{args.note}\n" if args.note else ""))
         print(f"wrote {args.out}")
 
 

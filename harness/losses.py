@@ -474,15 +474,21 @@ class _Sides(NamedTuple):
     bt: tuple[int, int]
 
 
-def _chunks(kernel: Kernel, sd: "_Sides", dtype: torch.dtype, grad: bool):
-    """Yield ``(start, rows, values, dz)`` chunk by chunk: the kernel's per-token values and,
-    when ``grad``, its closed-form logit gradient d value / d z_s (fp ``dtype``)."""
-    for start in range(0, sd.rows.numel(), sd.chunk):
-        r = sd.rows[start:start + sd.chunk]
+def _chunks(kernel: Kernel, sd: "_Sides", dtype: torch.dtype, grad: bool,
+            visit: Callable[[int, Tensor, Tensor, Optional[Tensor]], None]) -> None:
+    """Call ``visit(start, rows, values, dz)`` chunk by chunk with the kernel's per-token values
+    and, when ``grad``, its closed-form logit gradient d value / d z_s (fp ``dtype``). A callback,
+    not a generator: a chunk's buffers are freed before the next chunk's logits are computed."""
+    n = sd.rows.numel()
+    step = -(-n // -(-n // sd.chunk)) if n else 1  # equal chunks of at most sd.chunk rows (no small last one)
+    for start in range(0, n, step):
+        r = sd.rows[start:start + step]
         zs = _chunk_logits(sd.s_x, sd.s_w, r, dtype)
         zt = None if sd.t_x is None else _chunk_logits(sd.t_x, sd.t_w, r, dtype)
         val, dz = _blockwise(kernel, zs, zt, grad, _kernel_rows(zs.shape[1]))
-        yield start, r, val, dz
+        del zs, zt
+        visit(start, r, val, dz)
+        del val, dz
 
 
 def _blockwise(kernel: Kernel, zs: Tensor, zt: Optional[Tensor], grad: bool, block: int
@@ -549,8 +555,7 @@ class _ChunkedTokenFn(torch.autograd.Function):
         sd = _Sides(s_x, s_w, t_x, t_w, rows, chunk_size, (0, 0))
         dtype = _compute_dtype(s_x, s_w, t_x, t_w)
         out = torch.empty(rows.numel(), dtype=dtype, device=s_x.device)
-        for start, r, val, _ in _chunks(kernel, sd, dtype, False):
-            out[start:start + r.numel()] = val
+        _chunks(kernel, sd, dtype, False, lambda start, r, val, _: out[start:start + r.numel()].copy_(val))
         ctx.kernel, ctx.chunk_size, ctx.dtype = kernel, chunk_size, dtype
         ctx.save_for_backward(rows, s_x, s_w, t_x, t_w)
         return out
@@ -562,8 +567,9 @@ class _ChunkedTokenFn(torch.autograd.Function):
         grad_x, grad_w = _grad_buffers(sd, ctx.needs_input_grad[3], ctx.needs_input_grad[4], ctx.dtype)
         if grad_x is None and grad_w is None:
             return None, None, None, None, None, None, None
-        for start, r, _, dz in _chunks(ctx.kernel, sd, ctx.dtype, True):
-            _map_grad_(dz.mul_(grad_out[start:start + r.numel(), None].to(ctx.dtype)), r, sd, grad_x, grad_w)
+        g = grad_out.to(ctx.dtype)
+        _chunks(ctx.kernel, sd, ctx.dtype, True,
+                lambda start, r, _, dz: _map_grad_(dz.mul_(g[start:start + r.numel(), None]), r, sd, grad_x, grad_w))
         if grad_w is not None:
             grad_w = grad_w.to(s_w.dtype)
         return None, None, None, grad_x, grad_w, None, None
@@ -586,10 +592,13 @@ class _FusedTokenFn(torch.autograd.Function):
         grad = grad_x is not None or grad_w is not None
         wt = weights.to(dtype)
         vals = torch.empty(rows.numel(), dtype=dtype, device=s_x.device)
-        for start, r, val, dz in _chunks(kernel, sd, dtype, grad):
+
+        def visit(start: int, r: Tensor, val: Tensor, dz: Optional[Tensor]) -> None:
             vals[start:start + r.numel()] = val
             if grad:
                 _map_grad_(dz.mul_(wt[start:start + r.numel(), None]), r, sd, grad_x, grad_w)
+
+        _chunks(kernel, sd, dtype, grad, visit)
         ctx.mark_non_differentiable(vals)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.w_dtype, ctx.used = None if s_w is None else s_w.dtype, False
