@@ -9,7 +9,8 @@ V=151936) and dtype, forward + backward of a token-mean loss with the student gi
 
 - ``matmul``: the bare student lm_head matmul, forward + backward (3 N x H x V matmuls);
 - ``floor``: the matmuls no implementation can avoid: the student lm_head forward + backward
-  plus the teacher lm_head forward (4 N x H x V matmuls; the time ratios' reference);
+  plus the teacher lm_head forward, as 4 bare N x H x V matmuls (the student's logits reused
+  as the upstream gradient: no elementwise work; the time ratios' reference);
 - ``naive-*``: logits materialised whole, plain autograd;
 - ``chunked-*``: ``harness.losses``' reference path (custom autograd over token chunks, logits
   recomputed in backward: 6 matmuls);
@@ -146,13 +147,30 @@ def bare_matmul(h, w, ht, wt, mask):
     return (h @ w.t()).sum()
 
 
+class _Floor(torch.autograd.Function):
+    """The 4 unavoidable matmuls and nothing else: forward z = h W^T and the teacher's
+    z_t = h_t W_t^T; backward grad_h = G W and grad_W = G^T h with the logits buffer itself as
+    the upstream gradient G (no elementwise pass is timed besides the sum that makes a scalar)."""
+
+    @staticmethod
+    def forward(ctx, h, w, ht, wt):
+        h2 = h.reshape(-1, h.shape[-1])
+        z = h2 @ w.t()
+        zt = ht.reshape(-1, ht.shape[-1]) @ wt.t()
+        del zt
+        ctx.save_for_backward(z, h2, w)
+        ctx.shape = h.shape
+        return z.sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        z, h2, w = ctx.saved_tensors
+        return (z @ w).mul_(g).view(ctx.shape), (z.t() @ h2).mul_(g), None, None
+
+
 def floor(h, w, ht, wt, mask):
     """Student lm_head forward + backward and teacher lm_head forward: the 4 unavoidable matmuls."""
-    with torch.no_grad():
-        zt = ht @ wt.t()
-    loss = (h @ w.t()).sum()
-    del zt
-    return loss
+    return _Floor.apply(h, w, ht, wt)
 
 
 def liger_jsd():
