@@ -687,8 +687,9 @@ def _per_token(kernel: Kernel, student: Side, teacher: Union[Side, TopKTeacher, 
 
 
 def _log_softmax_(z: Tensor) -> Tensor:
-    """In-place log-softmax over the last dim (z is a fresh per-chunk buffer we own)."""
-    return z.sub_(torch.logsumexp(z, -1, keepdim=True))
+    """In-place log-softmax over the last dim (z is a fresh per-chunk buffer we own; the fused
+    ``torch.log_softmax`` and a copy are ~2x faster than logsumexp and a subtraction)."""
+    return z.copy_(torch.log_softmax(z, -1))
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
@@ -722,6 +723,51 @@ def _entropy_kernel(zs: Tensor, zt: None, grad: bool):
     return val, (lp.add_(val[:, None]).mul_(p).neg_() if grad else None)  # -p (log p + H)
 
 
+def _topk_support(zs: Tensor, zt: Tensor, k: int, support: str) -> tuple[Tensor, Optional[Tensor]]:
+    """The ids of S per row, (c, k) or (c, 2k) for the union ([PTD-PO] Eq. 14), and for the union
+    a (c, 2k) bool marking each id's first occurrence (a teacher id already in the student's
+    top-k is a duplicate), else None. Selected on the logits, without gradient."""
+    if support == "student":
+        return zs.topk(k, dim=-1).indices, None
+    if support == "teacher":
+        return zt.topk(k, dim=-1).indices, None
+    ids_s, ids_t = zs.topk(k, dim=-1).indices, zt.topk(k, dim=-1).indices
+    in_s = torch.zeros_like(zs, dtype=torch.bool).scatter_(1, ids_s, True)
+    first = torch.cat([torch.ones_like(ids_s, dtype=torch.bool), in_s.gather(1, ids_t).logical_not_()], 1)
+    return torch.cat([ids_s, ids_t], 1), first
+
+
+def _tail_mass(p: Tensor, p_s: Tensor, first: Optional[Tensor]) -> Tensor:
+    """sum_{v not in S} p_v as the float64 difference of two sums of the same fp numbers (the
+    whole row and S, duplicates counted once): as exact as summing the tail itself, without a
+    (c, V) mask pass; clamped at 0."""
+    s = (p_s if first is None else torch.where(first, p_s, 0.0)).sum(-1, dtype=torch.float64)
+    return (p.sum(-1, dtype=torch.float64) - s).clamp_min_(0.0).to(p.dtype)
+
+
+def _compressed_jsd(p: Tensor, ids: Tensor, p_s: Tensor, q_s: Tensor, p_t: Tensor, q_t: Tensor,
+                    first: Optional[Tensor], grad: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """JSD(q~, p~) over the categories (S, tail) ([PTD-PO] Eqs. 15-17) from the masses on S
+    (p_s, q_s (c, m), at ``ids``; entries with ``first`` False are duplicates and count once) and
+    the tail masses (c,). With l_c = log(p~_c / m~_c) (0 where p~_c = 0), the logit gradient is
+    0.5 p_v (l_{c(v)} - E_{c~p~} l_c) ([PTD-PO] Eq. 42 in compressed coordinates, every v outside S
+    in the tail category); it overwrites ``p``'s buffer."""
+    tiny = torch.finfo(p.dtype).tiny
+
+    def ell(a: Tensor, m: Tensor) -> Tensor:  # log(a / m), 0 where a == 0 (0 log 0 = 0)
+        return torch.where(a > 0, torch.log(a.clamp_min(tiny) / m.clamp_min(tiny)), torch.zeros_like(a))
+
+    m_s, m_t = 0.5 * (p_s + q_s), 0.5 * (p_t + q_t)
+    l_ps, l_qs, l_pt, l_qt = ell(p_s, m_s), ell(q_s, m_s), ell(p_t, m_t), ell(q_t, m_t)
+    once = (lambda x: x) if first is None else (lambda x: torch.where(first, x, 0.0))
+    e_p = once(p_s * l_ps).sum(-1) + p_t * l_pt  # E_{c ~ p~} l_c
+    val = 0.5 * (e_p + once(q_s * l_qs).sum(-1) + q_t * l_qt)
+    if not grad:
+        return val, None
+    dz = p.mul_((0.5 * (l_pt - e_p))[:, None])  # every token as the tail ...
+    return val, dz.scatter_(1, ids, 0.5 * p_s * (l_ps - e_p[:, None]))  # ... then S its own (duplicates agree)
+
+
 def _jsd_kernel(k: Optional[int], support: str) -> Kernel:
     """JSD(q, p) over the full vocabulary (k=None, [PTD-PO] Eq. 13) or over the compressed
     distributions (S, tail) with S the top-k support ([PTD-PO] Eqs. 14-17). With
@@ -730,40 +776,22 @@ def _jsd_kernel(k: Optional[int], support: str) -> Kernel:
     v outside S mapped to the tail category)."""
 
     def kernel(zs: Tensor, zt: Tensor, grad: bool):
-        in_s = None
         if k is not None:
-            kk = min(k, zs.shape[-1])
-            in_s = torch.zeros_like(zs, dtype=torch.bool)
-            if support in ("union", "student"):
-                in_s.scatter_(1, zs.topk(kk, dim=-1).indices, True)
-            if support in ("union", "teacher"):
-                in_s.scatter_(1, zt.topk(kk, dim=-1).indices, True)
+            ids, first = _topk_support(zs, zt, min(k, zs.shape[-1]), support)
+            p, q = _log_softmax_(zs).exp_(), _log_softmax_(zt).exp_()  # in place: p, q in zs, zt
+            p_s, q_s = p.gather(1, ids), q.gather(1, ids)
+            return _compressed_jsd(p, ids, p_s, q_s, _tail_mass(p, p_s, first), _tail_mass(q, q_s, first), first,
+                                   grad)
         lp, lq = _log_softmax_(zs), _log_softmax_(zt)
         p, q = lp.exp(), lq.exp()
         tiny = torch.finfo(p.dtype).tiny
         lm = torch.add(p, q).mul_(0.5).clamp_min_(tiny).log_()
         ell_p, ell_q = lp.sub_(lm), lq.sub_(lm)  # log(p/m), log(q/m); 0 * finite where p or q is 0
         del lm
-        if in_s is None:
-            val = 0.5 * (_rowdot(p, ell_p) + _rowdot(q, ell_q))
-            if not grad:
-                return val, None
-            return val, ell_p.sub_(_rowdot(p, ell_p)[:, None]).mul_(p).mul_(0.5)
-        out_s = in_s.logical_not_()
-        p_t = torch.where(out_s, p, 0.0).sum(-1)  # tail masses, summed (no 1 - sum cancellation)
-        q_t = torch.where(out_s, q, 0.0).sum(-1)
-        m_t = 0.5 * (p_t + q_t)
-        has_tail = m_t > 0
-        m_t = torch.where(has_tail, m_t, torch.ones_like(m_t))
-        ell_pt = torch.where(p_t > 0, torch.log(p_t.clamp_min(tiny) / m_t), torch.zeros_like(p_t))
-        ell_qt = torch.where(q_t > 0, torch.log(q_t.clamp_min(tiny) / m_t), torch.zeros_like(q_t))
-        ell_p.masked_fill_(out_s, 0.0)
-        ell_q.masked_fill_(out_s, 0.0)
-        e_p = _rowdot(p, ell_p) + p_t * ell_pt  # E_{c ~ p~} log(p~_c / m~_c)
-        val = 0.5 * (e_p + _rowdot(q, ell_q) + q_t * ell_qt)
+        e_p = _rowdot(p, ell_p)
+        val = 0.5 * (e_p + _rowdot(q, ell_q))
         if not grad:
             return val, None
-        ell_p.add_(out_s.to(ell_p.dtype).mul_(ell_pt[:, None]))  # tail tokens take the tail's l
         return val, ell_p.sub_(e_p[:, None]).mul_(p).mul_(0.5)
 
     return kernel
@@ -938,26 +966,10 @@ def _teacher_topk_jsd_kernel(zs: Tensor, zt: Tensor, grad: bool):
     Logit gradient 0.5 p_v (l_{c(v)} - E_{c~p~} l_c), l_c = log(p~_c / m~_c) ([PTD-PO] Eq. 42 in
     compressed coordinates)."""
     ids, lq_s = _unpack_topk(zt)
-    lp = _log_softmax_(zs)
-    p = lp.exp_()  # lp's buffer now holds p
-    tiny = torch.finfo(p.dtype).tiny
-    p_s = p.gather(1, ids)
-    q_s = lq_s.exp()
-    in_s = torch.zeros_like(p, dtype=torch.bool).scatter_(1, ids, True)
-    p_t = torch.where(in_s, 0.0, p).sum(-1)  # summed outside S, no 1 - sum cancellation
-    q_t = (1.0 - q_s.sum(-1)).clamp_min(0.0)
-    m_s, m_t = 0.5 * (p_s + q_s), 0.5 * (p_t + q_t)
-
-    def ell(a: Tensor, m: Tensor) -> Tensor:  # log(a / m), 0 where a == 0 (0 log 0 = 0)
-        return torch.where(a > 0, torch.log(a.clamp_min(tiny) / m.clamp_min(tiny)), torch.zeros_like(a))
-
-    lp_s, lq_s2, lp_t, lq_t = ell(p_s, m_s), ell(q_s, m_s), ell(p_t, m_t), ell(q_t, m_t)
-    e_p = (p_s * lp_s).sum(-1) + p_t * lp_t
-    val = 0.5 * (e_p + (q_s * lq_s2).sum(-1) + q_t * lq_t)
-    if not grad:
-        return val, None
-    g = lp_t[:, None].expand_as(p).clone().scatter_(1, ids, lp_s)  # each token's category l
-    return val, g.sub_(e_p[:, None]).mul_(p).mul_(0.5)
+    p = _log_softmax_(zs).exp_()  # zs's buffer now holds p
+    p_s, q_s = p.gather(1, ids), lq_s.exp()
+    q_t = (1.0 - q_s.sum(-1)).clamp_min(0.0)  # the teacher's tail: all that is known of it
+    return _compressed_jsd(p, ids, p_s, q_s, _tail_mass(p, p_s, None), q_t, None, grad)
 
 
 @register_loss("teacher_topk_jsd")
