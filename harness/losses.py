@@ -16,10 +16,13 @@ Full-vocabulary quantities (``full_kl``, ``jsd``, ``topk_jsd``, ``entropy``) tak
 logits ``(B, T, V)`` or as ``HiddenHead(hidden (B, T, H), weight (V, H))``; the top-k losses
 (``teacher_topk_jsd``, ``topk_expected_reward``; REOPOLD App. D's "Top-5 approximation") take the
 teacher as a ``TopKTeacher`` (its k ids and log-probs per token, from ``teacher_topk``). They are computed in
-chunks of valid tokens by a custom autograd function that keeps no ``N x V`` tensor between
-forward and backward: the backward pass recomputes each chunk's logits and applies the
-closed-form logit gradient, then maps it to ``hidden`` and ``weight``. Peak extra memory is
-O(chunk_size * V), independent of the number of tokens. The teacher side never gets a gradient.
+chunks of valid tokens (``CHUNK_BYTES``) and keep no ``N x V`` tensor. Two paths share the
+kernels (closed-form logit gradients): the reference path returns per-token values and its
+backward recomputes each chunk's logits; the fused path (``token_weights=`` a (B, T) tensor, e.g.
+``agg_weights(mask, agg)``) returns ``FusedLoss(sum_t w_t value_t, values)`` with the gradients
+with respect to ``hidden`` and ``weight`` formed during the forward, so its backward is a scaling.
+Peak extra memory is O(chunk_size * V) plus the gradient buffers, independent of the number of
+tokens. The teacher side never gets a gradient. docs/design.md ("Full-vocabulary losses").
 """
 from __future__ import annotations
 
