@@ -16,10 +16,13 @@ Full-vocabulary quantities (``full_kl``, ``jsd``, ``topk_jsd``, ``entropy``) tak
 logits ``(B, T, V)`` or as ``HiddenHead(hidden (B, T, H), weight (V, H))``; the top-k losses
 (``teacher_topk_jsd``, ``topk_expected_reward``; REOPOLD App. D's "Top-5 approximation") take the
 teacher as a ``TopKTeacher`` (its k ids and log-probs per token, from ``teacher_topk``). They are computed in
-chunks of valid tokens by a custom autograd function that keeps no ``N x V`` tensor between
-forward and backward: the backward pass recomputes each chunk's logits and applies the
-closed-form logit gradient, then maps it to ``hidden`` and ``weight``. Peak extra memory is
-O(chunk_size * V), independent of the number of tokens. The teacher side never gets a gradient.
+chunks of valid tokens (``CHUNK_BYTES``) and keep no ``N x V`` tensor. Two paths share the
+kernels (closed-form logit gradients): the reference path returns per-token values and its
+backward recomputes each chunk's logits; the fused path (``token_weights=`` a (B, T) tensor, e.g.
+``agg_weights(mask, agg)``) returns ``FusedLoss(sum_t w_t value_t, values)`` with the gradients
+with respect to ``hidden`` and ``weight`` formed during the forward, so its backward is a scaling.
+Peak extra memory is O(chunk_size * V) plus the gradient buffers, independent of the number of
+tokens. The teacher side never gets a gradient. docs/design.md ("Full-vocabulary losses").
 """
 from __future__ import annotations
 
@@ -36,8 +39,11 @@ __all__ = [
     "HiddenHead",
     "LOSSES",
     "agg_loss",
+    "agg_weights",
+    "CHUNK_BYTES",
     "entropy",
     "full_kl",
+    "FusedLoss",
     "get_loss",
     "group_advantages",
     "jsd",
@@ -130,26 +136,49 @@ def agg_loss(
     Pieces must split along the batch (sequence) axis. Under DDP, whose all-reduce averages
     gradients, multiply the piece by the world size. The argument a mode does not use is ignored.
     """
-    if agg not in AGG_MODES:
-        raise ValueError(f"unknown agg {agg!r}; expected one of {AGG_MODES}")
     if values.shape != mask.shape or values.dim() != 2:
         raise ValueError(f"values {tuple(values.shape)} and mask {tuple(mask.shape)} must both be (B, T)")
-    m = mask.to(values.dtype)
-    x = torch.where(mask != 0, values, torch.zeros_like(values)) * m
+    w = agg_weights(mask, agg, global_tokens=global_tokens, global_seqs=global_seqs, max_len=max_len,
+                    dtype=values.dtype)
+    return (torch.where(mask != 0, values, torch.zeros_like(values)) * w).sum()
+
+
+def agg_weights(
+    mask: Tensor,
+    agg: AggMode = "token-mean",
+    *,
+    global_tokens: Union[int, float, Tensor, None] = None,
+    global_seqs: Union[int, float, Tensor, None] = None,
+    max_len: Optional[int] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> Tensor:
+    """The per-token weights w (B, T) of ``agg_loss``: ``agg_loss(x, mask, agg, ...) =
+    sum_{i,t} w_{i,t} x_{i,t}`` for every x (the aggregation is linear in the values; its
+    denominators depend on the mask only). With m the mask and N the sequences with sum_t m > 0:
+    ``token-mean`` m / sum m; ``seq-mean-token-mean`` m / (N sum_t m); ``seq-mean-token-sum``
+    m / N; ``seq-mean-token-sum-norm`` m / (N max_len); ``global_*`` replace the counts as in
+    ``agg_loss``. 0 where m = 0 (all 0 for an all-masked input). The fused losses take these as
+    ``token_weights`` (and cast them to their compute dtype). ``dtype`` defaults to float64: the
+    weights are (B, T), cheap, and then exact enough for a float64 loss too."""
+    if agg not in AGG_MODES:
+        raise ValueError(f"unknown agg {agg!r}; expected one of {AGG_MODES}")
+    if mask.dim() != 2:
+        raise ValueError(f"mask {tuple(mask.shape)} must be (B, T)")
+    dtype = dtype or torch.float64
+    m = torch.where(mask != 0, mask.to(dtype), torch.zeros((), dtype=dtype, device=mask.device))
     if agg == "token-mean":
-        den = m.sum() if global_tokens is None else _as_tensor(global_tokens, x)
-        return _safe_div(x.sum(), den)
-    tokens_per_seq = m.sum(dim=-1)
+        return _safe_div(m, m.sum() if global_tokens is None else _as_tensor(global_tokens, m))
+    tokens_per_seq = m.sum(dim=-1, keepdim=True)
     if agg == "seq-mean-token-mean":
-        per_seq = _safe_div(x.sum(dim=-1), tokens_per_seq)
+        w = _safe_div(m, tokens_per_seq)
     elif agg == "seq-mean-token-sum":
-        per_seq = x.sum(dim=-1)
+        w = m
     else:
         if max_len is None or max_len <= 0:
             raise ValueError("agg='seq-mean-token-sum-norm' needs max_len > 0 (Dr.GRPO's constant normaliser)")
-        per_seq = x.sum(dim=-1) / max_len
-    den = (tokens_per_seq > 0).sum().to(x.dtype) if global_seqs is None else _as_tensor(global_seqs, x)
-    return _safe_div(per_seq.sum(), den)
+        w = m / max_len
+    den = (tokens_per_seq > 0).sum().to(dtype) if global_seqs is None else _as_tensor(global_seqs, m)
+    return _safe_div(w, den)
 
 
 # --------------------------------------------------------------------------------------
@@ -397,6 +426,28 @@ Kernel = Callable[[Tensor, Optional[Tensor], bool], tuple[Tensor, Optional[Tenso
 
 
 
+CHUNK_BYTES = 128 * 2**20
+"""The one byte budget of the full-vocabulary losses: the automatic chunk is the number of tokens
+whose fp32 ``(chunk, V)`` logit buffer takes ``CHUNK_BYTES`` (128 MiB: 220 tokens at V = 151,936).
+A chunk holds two such buffers (the student's and the teacher's logits; the logit gradient
+overwrites the student's); the kernels then run on blocks of rows of 1/16 of the budget, so their
+few temporaries add about 5/16 of it. The working memory is therefore about 2.3 x CHUNK_BYTES
+whatever the number of tokens (plus, on the fused path, the gradients with respect to ``hidden``
+and ``weight``). The bf16 weight-gradient blocks use the same budget. Large chunks keep the
+matmuls efficient (on a 2-core CPU at V = 151,936, fp32: ~30% slower per token at 110 tokens than
+at 220); small kernel blocks keep the memory low."""
+
+
+def _auto_chunk(vocab: int) -> int:
+    """Tokens per chunk so that one (chunk, V) fp32 buffer is ``CHUNK_BYTES`` (at least 1)."""
+    return max(1, CHUNK_BYTES // (4 * vocab))
+
+
+def _kernel_rows(vocab: int) -> int:
+    """Rows per kernel block: one (block, V) fp32 buffer is ``CHUNK_BYTES / 16`` (at least 1)."""
+    return max(1, CHUNK_BYTES // (64 * vocab))
+
+
 def _compute_dtype(*ts: Optional[Tensor]) -> torch.dtype:
     dt = torch.float32
     for t in ts:
@@ -412,22 +463,102 @@ def _chunk_logits(x: Tensor, w: Optional[Tensor], rows: Tensor, dtype: torch.dty
     return (xr if w is None else xr @ w.t()).to(dtype)
 
 
+class _Sides(NamedTuple):
+    """Flattened inputs of a chunked loss: the student (logits (N, V), or hidden (N, H) and
+    weight (V, H)), the detached teacher (likewise, or a packed ``TopKTeacher`` (N, 2k)), the
+    computed rows (mask != 0), the chunk size and (B, T)."""
+
+    s_x: Tensor
+    s_w: Optional[Tensor]
+    t_x: Optional[Tensor]
+    t_w: Optional[Tensor]
+    rows: Tensor
+    chunk: int
+    bt: tuple[int, int]
+
+
+def _chunks(kernel: Kernel, sd: "_Sides", dtype: torch.dtype, grad: bool,
+            visit: Callable[[int, Tensor, Tensor, Optional[Tensor]], None]) -> None:
+    """Call ``visit(start, rows, values, dz)`` chunk by chunk with the kernel's per-token values
+    and, when ``grad``, its closed-form logit gradient d value / d z_s (fp ``dtype``). A callback,
+    not a generator: a chunk's buffers are freed before the next chunk's logits are computed."""
+    n = sd.rows.numel()
+    step = -(-n // -(-n // sd.chunk)) if n else 1  # equal chunks of at most sd.chunk rows (no small last one)
+    for start in range(0, n, step):
+        r = sd.rows[start:start + step]
+        zs = _chunk_logits(sd.s_x, sd.s_w, r, dtype)
+        zt = None if sd.t_x is None else _chunk_logits(sd.t_x, sd.t_w, r, dtype)
+        val, dz = _blockwise(kernel, zs, zt, grad, _kernel_rows(zs.shape[1]))
+        del zs, zt
+        visit(start, r, val, dz)
+        del val, dz
+
+
+def _blockwise(kernel: Kernel, zs: Tensor, zt: Optional[Tensor], grad: bool, block: int
+               ) -> tuple[Tensor, Optional[Tensor]]:
+    """``kernel(zs, zt, grad)`` over blocks of ``block`` rows (the kernels are row-wise), so that
+    its temporaries are block-sized; the logit gradient is left in ``zs``'s buffer."""
+    if zs.shape[0] <= block:
+        return kernel(zs, zt, grad)
+    vals = []
+    for i in range(0, zs.shape[0], block):
+        zs_b = zs[i:i + block]
+        val, dz = kernel(zs_b, None if zt is None else zt[i:i + block], grad)
+        vals.append(val)
+        if grad and dz.data_ptr() != zs_b.data_ptr():
+            zs_b.copy_(dz)
+    return torch.cat(vals), (zs if grad else None)
+
+
+def _add_outer_(grad_w: Tensor, dz: Tensor, xr: Tensor) -> None:
+    """grad_w += dz.T @ xr in place (the weight gradient of logits = x @ W.T). Same dtypes: one
+    ``addmm_``, no (V, H) temporary. A low-precision input (bf16 / fp16) with an fp32 buffer: the
+    matmul runs in the input dtype (as the forward's) in blocks of vocabulary rows whose product
+    fits ``CHUNK_BYTES``, each added into the fp32 buffer without an fp32 copy."""
+    if grad_w.dtype == xr.dtype:
+        grad_w.addmm_(dz.t(), xr)
+        return
+    step = max(1, CHUNK_BYTES // (xr.shape[1] * xr.element_size()))
+    for v0 in range(0, grad_w.shape[0], step):
+        grad_w[v0:v0 + step].add_(dz[:, v0:v0 + step].t() @ xr)
+
+
+def _map_grad_(dz: Tensor, r: Tensor, sd: "_Sides", grad_x: Optional[Tensor], grad_w: Optional[Tensor]) -> None:
+    """Map a chunk's logit gradient dz (c, V) onto the student's inputs, in place:
+    grad_x[r] += dz (logits) or dz @ W (hidden); grad_w += dz.T @ x[r]."""
+    if sd.s_w is None:
+        grad_x.index_add_(0, r, dz.to(grad_x.dtype))
+        return
+    dz = dz.to(sd.s_w.dtype)
+    if grad_x is not None:
+        grad_x.index_add_(0, r, dz @ sd.s_w)
+    if grad_w is not None:
+        _add_outer_(grad_w, dz, sd.s_x.index_select(0, r))
+
+
+def _grad_buffers(sd: "_Sides", need_x: bool, need_w: bool, dtype: torch.dtype
+                  ) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """Zeroed gradient buffers: grad_x in the input's dtype (each row is written once), grad_w in
+    the compute dtype (fp32, or fp64) whatever the weight's dtype (it accumulates over chunks)."""
+    grad_x = torch.zeros_like(sd.s_x) if need_x else None
+    grad_w = (torch.zeros(sd.s_w.shape, dtype=dtype, device=sd.s_w.device)
+              if (need_w and sd.s_w is not None) else None)
+    return grad_x, grad_w
+
+
 class _ChunkedTokenFn(torch.autograd.Function):
-    """Per-token values of ``kernel`` over the rows ``rows`` of the flattened student/teacher
-    inputs, chunk by chunk. Saves only the inputs; backward recomputes each chunk's logits
-    and maps the kernel's closed-form logit gradient onto the student's hidden and weight (or
-    logits). Teacher inputs get no gradient."""
+    """Reference path. Per-token values of ``kernel`` over the rows of the flattened inputs,
+    chunk by chunk. Saves only the inputs; backward recomputes each chunk's logits and maps the
+    kernel's closed-form logit gradient, scaled by each token's incoming gradient, onto the
+    student's hidden and weight (or logits). Teacher inputs get no gradient."""
 
     @staticmethod
     def forward(ctx, kernel: Kernel, chunk_size: int, rows: Tensor, s_x: Tensor, s_w: Optional[Tensor],
                 t_x: Optional[Tensor], t_w: Optional[Tensor]) -> Tensor:
+        sd = _Sides(s_x, s_w, t_x, t_w, rows, chunk_size, (0, 0))
         dtype = _compute_dtype(s_x, s_w, t_x, t_w)
         out = torch.empty(rows.numel(), dtype=dtype, device=s_x.device)
-        for start in range(0, rows.numel(), chunk_size):
-            r = rows[start:start + chunk_size]
-            zs = _chunk_logits(s_x, s_w, r, dtype)
-            zt = None if t_x is None else _chunk_logits(t_x, t_w, r, dtype)
-            out[start:start + r.numel()] = kernel(zs, zt, False)[0]
+        _chunks(kernel, sd, dtype, False, lambda start, r, val, _: out[start:start + r.numel()].copy_(val))
         ctx.kernel, ctx.chunk_size, ctx.dtype = kernel, chunk_size, dtype
         ctx.save_for_backward(rows, s_x, s_w, t_x, t_w)
         return out
@@ -435,27 +566,59 @@ class _ChunkedTokenFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         rows, s_x, s_w, t_x, t_w = ctx.saved_tensors
-        need_x, need_w = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
-        grad_x = torch.zeros_like(s_x) if need_x else None
-        grad_w = torch.zeros(s_w.shape, dtype=ctx.dtype, device=s_w.device) if (need_w and s_w is not None) else None
+        sd = _Sides(s_x, s_w, t_x, t_w, rows, ctx.chunk_size, (0, 0))
+        grad_x, grad_w = _grad_buffers(sd, ctx.needs_input_grad[3], ctx.needs_input_grad[4], ctx.dtype)
         if grad_x is None and grad_w is None:
             return None, None, None, None, None, None, None
-        for start in range(0, rows.numel(), ctx.chunk_size):
-            r = rows[start:start + ctx.chunk_size]
-            zs = _chunk_logits(s_x, s_w, r, ctx.dtype)
-            zt = None if t_x is None else _chunk_logits(t_x, t_w, r, ctx.dtype)
-            dz = ctx.kernel(zs, zt, True)[1] * grad_out[start:start + r.numel(), None].to(ctx.dtype)
-            if s_w is None:
-                grad_x.index_add_(0, r, dz.to(grad_x.dtype))
-                continue
-            dz = dz.to(s_w.dtype)
-            if grad_x is not None:
-                grad_x.index_add_(0, r, dz @ s_w)
-            if grad_w is not None:
-                grad_w += (dz.t() @ s_x.index_select(0, r)).to(ctx.dtype)
+        g = grad_out.to(ctx.dtype)
+        _chunks(ctx.kernel, sd, ctx.dtype, True,
+                lambda start, r, _, dz: _map_grad_(dz.mul_(g[start:start + r.numel(), None]), r, sd, grad_x, grad_w))
         if grad_w is not None:
             grad_w = grad_w.to(s_w.dtype)
         return None, None, None, grad_x, grad_w, None, None
+
+
+class _FusedTokenFn(torch.autograd.Function):
+    """Fused path (as Liger's fused linear cross-entropy): ``loss = sum_t w_t value_t`` over the
+    rows, with the gradients with respect to the student's hidden and weight (or logits) computed
+    during the forward from each chunk's closed-form logit gradient (grad_x rows = w dz @ W,
+    grad_w += (w dz).T @ x in place in one fp32 buffer). No logits are recomputed: the backward
+    only scales the two buffers by the incoming gradient, once (no ``retain_graph`` replay).
+    Returns ``(loss, values)``; the per-token values are not differentiable."""
+
+    @staticmethod
+    def forward(ctx, kernel: Kernel, chunk_size: int, rows: Tensor, weights: Tensor, need_x: bool, need_w: bool,
+                s_x: Tensor, s_w: Optional[Tensor], t_x: Optional[Tensor], t_w: Optional[Tensor]):
+        sd = _Sides(s_x, s_w, t_x, t_w, rows, chunk_size, (0, 0))
+        dtype = _compute_dtype(s_x, s_w, t_x, t_w)
+        grad_x, grad_w = _grad_buffers(sd, need_x, need_w, dtype)
+        grad = grad_x is not None or grad_w is not None
+        wt = weights.to(dtype)
+        vals = torch.empty(rows.numel(), dtype=dtype, device=s_x.device)
+
+        def visit(start: int, r: Tensor, val: Tensor, dz: Optional[Tensor]) -> None:
+            vals[start:start + r.numel()] = val
+            if grad:
+                _map_grad_(dz.mul_(wt[start:start + r.numel(), None]), r, sd, grad_x, grad_w)
+
+        _chunks(kernel, sd, dtype, grad, visit)
+        ctx.mark_non_differentiable(vals)
+        ctx.save_for_backward(grad_x, grad_w)
+        ctx.w_dtype, ctx.used = None if s_w is None else s_w.dtype, False
+        return (wt * vals).sum(), vals
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, _grad_vals: Optional[Tensor]):
+        if ctx.used:
+            raise RuntimeError("a fused loss's backward runs once (its gradient buffers are scaled in place)")
+        ctx.used = True
+        grad_x, grad_w = ctx.saved_tensors
+        g = grad_loss.reshape(())
+        if grad_x is not None:
+            grad_x = grad_x.mul_(g.to(grad_x.dtype))
+        if grad_w is not None:
+            grad_w = grad_w.mul_(g.to(grad_w.dtype)).to(ctx.w_dtype)
+        return None, None, None, None, None, None, grad_x, grad_w, None, None
 
 
 def _flatten(side: Side, name: str, detach: bool) -> tuple[Tensor, Optional[Tensor], int, tuple[int, int]]:
@@ -473,14 +636,8 @@ def _flatten(side: Side, name: str, detach: bool) -> tuple[Tensor, Optional[Tens
     return x.reshape(-1, x.shape[-1]), None, x.shape[-1], (x.shape[0], x.shape[1])
 
 
-def _auto_chunk(vocab: int) -> int:
-    """Tokens per chunk so that one (chunk, V) fp32 buffer is about 32 MiB (a kernel keeps at
-    most ~5 such buffers alive)."""
-    return max(1, (1 << 23) // vocab)
-
-
-def _per_token(kernel: Kernel, student: Side, teacher: Optional[Side], mask: Tensor,
-               chunk_size: Optional[int]) -> Tensor:
+def _sides(student: Side, teacher: Union[Side, TopKTeacher, None], mask: Tensor, chunk_size: Optional[int]) -> _Sides:
+    """Validate and flatten the inputs of a chunked loss (see ``_Sides``)."""
     s_x, s_w, v, bt = _flatten(student, "student", detach=False)
     t_x = t_w = None
     if isinstance(teacher, TopKTeacher):
@@ -503,14 +660,39 @@ def _per_token(kernel: Kernel, student: Side, teacher: Optional[Side], mask: Ten
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     rows = (mask.reshape(-1) != 0).nonzero().squeeze(1).to(s_x.device)
-    vals = _ChunkedTokenFn.apply(kernel, chunk, rows, s_x, s_w, t_x, t_w)
-    out = torch.zeros(bt[0] * bt[1], dtype=vals.dtype, device=vals.device)
-    return out.index_put((rows,), vals).view(bt)
+    return _Sides(s_x, s_w, t_x, t_w, rows, chunk, bt)
+
+
+class FusedLoss(NamedTuple):
+    """What a full-vocabulary loss returns when given ``token_weights`` (the fused path)."""
+
+    loss: Tensor  # 0-d: sum_t token_weights_t * value_t over the tokens with mask != 0
+    values: Tensor  # (B, T) per-token values, detached, 0 on padding
+
+
+def _per_token(kernel: Kernel, student: Side, teacher: Union[Side, TopKTeacher, None], mask: Tensor,
+               chunk_size: Optional[int], token_weights: Optional[Tensor] = None) -> Union[Tensor, FusedLoss]:
+    """Per-token values (B, T) through the reference path, or, with ``token_weights`` (B, T),
+    ``FusedLoss(sum_t w_t value_t, values)`` through the fused path."""
+    sd = _sides(student, teacher, mask, chunk_size)
+    n = sd.bt[0] * sd.bt[1]
+    if token_weights is None:
+        vals = _ChunkedTokenFn.apply(kernel, sd.chunk, sd.rows, sd.s_x, sd.s_w, sd.t_x, sd.t_w)
+        return torch.zeros(n, dtype=vals.dtype, device=vals.device).index_put((sd.rows,), vals).view(sd.bt)
+    if tuple(token_weights.shape) != sd.bt:
+        raise ValueError(f"token_weights {tuple(token_weights.shape)} must be (B, T) = {sd.bt}")
+    grad = torch.is_grad_enabled()
+    need_x = grad and sd.s_x.requires_grad
+    need_w = grad and sd.s_w is not None and sd.s_w.requires_grad
+    w_rows = token_weights.detach().reshape(-1).to(sd.s_x.device).index_select(0, sd.rows)
+    loss, vals = _FusedTokenFn.apply(kernel, sd.chunk, sd.rows, w_rows, need_x, need_w, *sd[:4])
+    return FusedLoss(loss, torch.zeros(n, dtype=vals.dtype, device=vals.device).index_put((sd.rows,), vals).view(sd.bt))
 
 
 def _log_softmax_(z: Tensor) -> Tensor:
-    """In-place log-softmax over the last dim (z is a fresh per-chunk buffer we own)."""
-    return z.sub_(torch.logsumexp(z, -1, keepdim=True))
+    """In-place log-softmax over the last dim (z is a fresh per-chunk buffer we own; the fused
+    ``torch.log_softmax`` and a copy are ~2x faster than logsumexp and a subtraction)."""
+    return z.copy_(torch.log_softmax(z, -1))
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
@@ -544,6 +726,51 @@ def _entropy_kernel(zs: Tensor, zt: None, grad: bool):
     return val, (lp.add_(val[:, None]).mul_(p).neg_() if grad else None)  # -p (log p + H)
 
 
+def _topk_support(zs: Tensor, zt: Tensor, k: int, support: str) -> tuple[Tensor, Optional[Tensor]]:
+    """The ids of S per row, (c, k) or (c, 2k) for the union ([PTD-PO] Eq. 14), and for the union
+    a (c, 2k) bool marking each id's first occurrence (a teacher id already in the student's
+    top-k is a duplicate), else None. Selected on the logits, without gradient."""
+    if support == "student":
+        return zs.topk(k, dim=-1).indices, None
+    if support == "teacher":
+        return zt.topk(k, dim=-1).indices, None
+    ids_s, ids_t = zs.topk(k, dim=-1).indices, zt.topk(k, dim=-1).indices
+    in_s = torch.zeros_like(zs, dtype=torch.bool).scatter_(1, ids_s, True)
+    first = torch.cat([torch.ones_like(ids_s, dtype=torch.bool), in_s.gather(1, ids_t).logical_not_()], 1)
+    return torch.cat([ids_s, ids_t], 1), first
+
+
+def _tail_mass(p: Tensor, p_s: Tensor, first: Optional[Tensor]) -> Tensor:
+    """sum_{v not in S} p_v as the float64 difference of two sums of the same fp numbers (the
+    whole row and S, duplicates counted once): as exact as summing the tail itself, without a
+    (c, V) mask pass; clamped at 0."""
+    s = (p_s if first is None else torch.where(first, p_s, 0.0)).sum(-1, dtype=torch.float64)
+    return (p.sum(-1, dtype=torch.float64) - s).clamp_min_(0.0).to(p.dtype)
+
+
+def _compressed_jsd(p: Tensor, ids: Tensor, p_s: Tensor, q_s: Tensor, p_t: Tensor, q_t: Tensor,
+                    first: Optional[Tensor], grad: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """JSD(q~, p~) over the categories (S, tail) ([PTD-PO] Eqs. 15-17) from the masses on S
+    (p_s, q_s (c, m), at ``ids``; entries with ``first`` False are duplicates and count once) and
+    the tail masses (c,). With l_c = log(p~_c / m~_c) (0 where p~_c = 0), the logit gradient is
+    0.5 p_v (l_{c(v)} - E_{c~p~} l_c) ([PTD-PO] Eq. 42 in compressed coordinates, every v outside S
+    in the tail category); it overwrites ``p``'s buffer."""
+    tiny = torch.finfo(p.dtype).tiny
+
+    def ell(a: Tensor, m: Tensor) -> Tensor:  # log(a / m), 0 where a == 0 (0 log 0 = 0)
+        return torch.where(a > 0, torch.log(a.clamp_min(tiny) / m.clamp_min(tiny)), torch.zeros_like(a))
+
+    m_s, m_t = 0.5 * (p_s + q_s), 0.5 * (p_t + q_t)
+    l_ps, l_qs, l_pt, l_qt = ell(p_s, m_s), ell(q_s, m_s), ell(p_t, m_t), ell(q_t, m_t)
+    once = (lambda x: x) if first is None else (lambda x: torch.where(first, x, 0.0))
+    e_p = once(p_s * l_ps).sum(-1) + p_t * l_pt  # E_{c ~ p~} l_c
+    val = 0.5 * (e_p + once(q_s * l_qs).sum(-1) + q_t * l_qt)
+    if not grad:
+        return val, None
+    dz = p.mul_((0.5 * (l_pt - e_p))[:, None])  # every token as the tail ...
+    return val, dz.scatter_(1, ids, 0.5 * p_s * (l_ps - e_p[:, None]))  # ... then S its own (duplicates agree)
+
+
 def _jsd_kernel(k: Optional[int], support: str) -> Kernel:
     """JSD(q, p) over the full vocabulary (k=None, [PTD-PO] Eq. 13) or over the compressed
     distributions (S, tail) with S the top-k support ([PTD-PO] Eqs. 14-17). With
@@ -552,40 +779,22 @@ def _jsd_kernel(k: Optional[int], support: str) -> Kernel:
     v outside S mapped to the tail category)."""
 
     def kernel(zs: Tensor, zt: Tensor, grad: bool):
-        in_s = None
         if k is not None:
-            kk = min(k, zs.shape[-1])
-            in_s = torch.zeros_like(zs, dtype=torch.bool)
-            if support in ("union", "student"):
-                in_s.scatter_(1, zs.topk(kk, dim=-1).indices, True)
-            if support in ("union", "teacher"):
-                in_s.scatter_(1, zt.topk(kk, dim=-1).indices, True)
+            ids, first = _topk_support(zs, zt, min(k, zs.shape[-1]), support)
+            p, q = _log_softmax_(zs).exp_(), _log_softmax_(zt).exp_()  # in place: p, q in zs, zt
+            p_s, q_s = p.gather(1, ids), q.gather(1, ids)
+            return _compressed_jsd(p, ids, p_s, q_s, _tail_mass(p, p_s, first), _tail_mass(q, q_s, first), first,
+                                   grad)
         lp, lq = _log_softmax_(zs), _log_softmax_(zt)
         p, q = lp.exp(), lq.exp()
         tiny = torch.finfo(p.dtype).tiny
         lm = torch.add(p, q).mul_(0.5).clamp_min_(tiny).log_()
         ell_p, ell_q = lp.sub_(lm), lq.sub_(lm)  # log(p/m), log(q/m); 0 * finite where p or q is 0
         del lm
-        if in_s is None:
-            val = 0.5 * (_rowdot(p, ell_p) + _rowdot(q, ell_q))
-            if not grad:
-                return val, None
-            return val, ell_p.sub_(_rowdot(p, ell_p)[:, None]).mul_(p).mul_(0.5)
-        out_s = in_s.logical_not_()
-        p_t = torch.where(out_s, p, 0.0).sum(-1)  # tail masses, summed (no 1 - sum cancellation)
-        q_t = torch.where(out_s, q, 0.0).sum(-1)
-        m_t = 0.5 * (p_t + q_t)
-        has_tail = m_t > 0
-        m_t = torch.where(has_tail, m_t, torch.ones_like(m_t))
-        ell_pt = torch.where(p_t > 0, torch.log(p_t.clamp_min(tiny) / m_t), torch.zeros_like(p_t))
-        ell_qt = torch.where(q_t > 0, torch.log(q_t.clamp_min(tiny) / m_t), torch.zeros_like(q_t))
-        ell_p.masked_fill_(out_s, 0.0)
-        ell_q.masked_fill_(out_s, 0.0)
-        e_p = _rowdot(p, ell_p) + p_t * ell_pt  # E_{c ~ p~} log(p~_c / m~_c)
-        val = 0.5 * (e_p + _rowdot(q, ell_q) + q_t * ell_qt)
+        e_p = _rowdot(p, ell_p)
+        val = 0.5 * (e_p + _rowdot(q, ell_q))
         if not grad:
             return val, None
-        ell_p.add_(out_s.to(ell_p.dtype).mul_(ell_pt[:, None]))  # tail tokens take the tail's l
         return val, ell_p.sub_(e_p[:, None]).mul_(p).mul_(0.5)
 
     return kernel
@@ -598,7 +807,9 @@ def full_kl(
     mask: Tensor,
     direction: Literal["reverse", "forward"] = "reverse",
     chunk_size: Optional[int] = None,
-) -> Tensor:
+    *,
+    token_weights: Optional[Tensor] = None,
+) -> Union[Tensor, FusedLoss]:
     """Per-token full-vocabulary KL between the student p = softmax(z_s) and the detached
     teacher q = softmax(z_t), (B, T), 0 on padding; aggregate with ``agg_loss``.
 
@@ -609,8 +820,13 @@ def full_kl(
       as written). Logit gradient p - q  ([PTD-PO] Eq. 36).
 
     Each side is logits (B, T, V) or ``HiddenHead(hidden, weight)``. Only tokens with
-    mask != 0 are computed, ``chunk_size`` of them at a time (default: ~32 MiB of fp32 logits
-    per chunk); bf16/fp16 logits are upcast to fp32, float64 stays float64.
+    mask != 0 are computed, ``chunk_size`` of them at a time (default: ``CHUNK_BYTES`` of fp32
+    logits per chunk); bf16/fp16 logits are upcast to fp32, float64 stays float64.
+
+    ``token_weights`` (B, T) selects the fused path: the result is then
+    ``FusedLoss(loss = sum_t w_t KL_t, values)`` with the gradients computed during the forward
+    (see ``_FusedTokenFn``); ``agg_weights`` gives the w that reproduce an ``agg_loss``. Every
+    loss of this section takes it the same way.
     """
     if direction == "reverse":
         kernel = _kl_reverse_kernel
@@ -618,7 +834,7 @@ def full_kl(
         kernel = _kl_forward_kernel
     else:
         raise ValueError(f"unknown KL direction {direction!r}; expected 'reverse' or 'forward'")
-    return _per_token(kernel, student, teacher, mask, chunk_size)
+    return _per_token(kernel, student, teacher, mask, chunk_size, token_weights)
 
 
 _FULL_JSD = _jsd_kernel(None, "union")
@@ -647,7 +863,8 @@ def _generalized_jsd_kernel(beta: float) -> Kernel:
 
 
 @register_loss("jsd")
-def jsd(student: Side, teacher: Side, mask: Tensor, chunk_size: Optional[int] = None, beta: float = 0.5) -> Tensor:
+def jsd(student: Side, teacher: Side, mask: Tensor, chunk_size: Optional[int] = None, beta: float = 0.5, *,
+        token_weights: Optional[Tensor] = None) -> Union[Tensor, FusedLoss]:
     """Per-token full-vocabulary Jensen-Shannon divergence, (B, T), 0 on padding.
 
     ``beta = 0.5`` (default): JSD(q, p) = 0.5 KL(q || m) + 0.5 KL(p || m), m = (p + q) / 2
@@ -655,15 +872,16 @@ def jsd(student: Side, teacher: Side, mask: Tensor, chunk_size: Optional[int] = 
     Other ``beta`` in (0, 1): GKD's generalised JSD(beta) = beta KL(q || m) + (1 - beta) KL(p || m)
     with m = beta q + (1 - beta) p (Agarwal et al. 2024, arXiv 2306.13649, Eq. in §3, in TRL's
     convention). The end points follow TRL too: ``beta = 0`` is the forward KL(q || p) and
-    ``beta = 1`` the reverse KL(p || q) (``full_kl``). Sides, mask and chunking as ``full_kl``."""
+    ``beta = 1`` the reverse KL(p || q) (``full_kl``). Sides, mask, chunking and ``token_weights``
+    as ``full_kl``."""
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if beta == 0.0:
-        return full_kl(student, teacher, mask, "forward", chunk_size)
+        return full_kl(student, teacher, mask, "forward", chunk_size, token_weights=token_weights)
     if beta == 1.0:
-        return full_kl(student, teacher, mask, "reverse", chunk_size)
+        return full_kl(student, teacher, mask, "reverse", chunk_size, token_weights=token_weights)
     kernel = _FULL_JSD if beta == 0.5 else _generalized_jsd_kernel(beta)
-    return _per_token(kernel, student, teacher, mask, chunk_size)
+    return _per_token(kernel, student, teacher, mask, chunk_size, token_weights)
 
 
 @register_loss("topk_jsd")
@@ -674,7 +892,9 @@ def topk_jsd(
     k: int = 100,
     chunk_size: Optional[int] = None,
     support: Literal["union", "student", "teacher"] = "union",
-) -> Tensor:
+    *,
+    token_weights: Optional[Tensor] = None,
+) -> Union[Tensor, FusedLoss]:
     """Per-token top-K JSD with a tail bucket ([PTD-PO] Eqs. 14-17, App. D.3):
 
         S = TopK(p) U TopK(q)                       (support='union', the paper, Eq. 14)
@@ -688,20 +908,22 @@ def topk_jsd(
     'teacher' uses the teacher's top-K. S is selected without gradient; the gradient reaches
     every student logit through p(v), v in S, and through the tail. Here the teacher is given
     in full (logits or hidden states), so values on S are exact; its memory is O(chunk * V)
-    per chunk like ``jsd``."""
+    per chunk like ``jsd``. ``token_weights``: the fused path, as ``full_kl``."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if support not in ("union", "student", "teacher"):
         raise ValueError(f"unknown support {support!r}; expected 'union', 'student' or 'teacher'")
-    return _per_token(_jsd_kernel(k, support), student, teacher, mask, chunk_size)
+    return _per_token(_jsd_kernel(k, support), student, teacher, mask, chunk_size, token_weights)
 
 
 @register_loss("entropy")
-def entropy(student: Side, mask: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+def entropy(student: Side, mask: Tensor, chunk_size: Optional[int] = None, *,
+            token_weights: Optional[Tensor] = None) -> Union[Tensor, FusedLoss]:
     """Per-token entropy H(p) = -sum_v p log p of the student, (B, T), 0 on padding
     ([VOLD] Eq. 1 monitoring metric; [REOPOLD] Eq. 8 token selection, use it detached there).
-    In [0, log V]. Logit gradient -p (log p + H). Sides, mask and chunking as ``full_kl``."""
-    return _per_token(_entropy_kernel, student, None, mask, chunk_size)
+    In [0, log V]. Logit gradient -p (log p + H). Sides, mask, chunking and ``token_weights``
+    as ``full_kl``."""
+    return _per_token(_entropy_kernel, student, None, mask, chunk_size, token_weights)
 
 
 # --------------------------------------------------------------------------------------
@@ -747,30 +969,15 @@ def _teacher_topk_jsd_kernel(zs: Tensor, zt: Tensor, grad: bool):
     Logit gradient 0.5 p_v (l_{c(v)} - E_{c~p~} l_c), l_c = log(p~_c / m~_c) ([PTD-PO] Eq. 42 in
     compressed coordinates)."""
     ids, lq_s = _unpack_topk(zt)
-    lp = _log_softmax_(zs)
-    p = lp.exp_()  # lp's buffer now holds p
-    tiny = torch.finfo(p.dtype).tiny
-    p_s = p.gather(1, ids)
-    q_s = lq_s.exp()
-    in_s = torch.zeros_like(p, dtype=torch.bool).scatter_(1, ids, True)
-    p_t = torch.where(in_s, 0.0, p).sum(-1)  # summed outside S, no 1 - sum cancellation
-    q_t = (1.0 - q_s.sum(-1)).clamp_min(0.0)
-    m_s, m_t = 0.5 * (p_s + q_s), 0.5 * (p_t + q_t)
-
-    def ell(a: Tensor, m: Tensor) -> Tensor:  # log(a / m), 0 where a == 0 (0 log 0 = 0)
-        return torch.where(a > 0, torch.log(a.clamp_min(tiny) / m.clamp_min(tiny)), torch.zeros_like(a))
-
-    lp_s, lq_s2, lp_t, lq_t = ell(p_s, m_s), ell(q_s, m_s), ell(p_t, m_t), ell(q_t, m_t)
-    e_p = (p_s * lp_s).sum(-1) + p_t * lp_t
-    val = 0.5 * (e_p + (q_s * lq_s2).sum(-1) + q_t * lq_t)
-    if not grad:
-        return val, None
-    g = lp_t[:, None].expand_as(p).clone().scatter_(1, ids, lp_s)  # each token's category l
-    return val, g.sub_(e_p[:, None]).mul_(p).mul_(0.5)
+    p = _log_softmax_(zs).exp_()  # zs's buffer now holds p
+    p_s, q_s = p.gather(1, ids), lq_s.exp()
+    q_t = (1.0 - q_s.sum(-1)).clamp_min(0.0)  # the teacher's tail: all that is known of it
+    return _compressed_jsd(p, ids, p_s, q_s, _tail_mass(p, p_s, None), q_t, None, grad)
 
 
 @register_loss("teacher_topk_jsd")
-def teacher_topk_jsd(student: Side, teacher: TopKTeacher, mask: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+def teacher_topk_jsd(student: Side, teacher: TopKTeacher, mask: Tensor, chunk_size: Optional[int] = None, *,
+                     token_weights: Optional[Tensor] = None) -> Union[Tensor, FusedLoss]:
     """Per-token JSD(0.5) between the student and the teacher compressed onto the teacher's top-k
     support S with a tail bucket ([PTD-PO] Eqs. 14-17 with ``S = TopK(q)``):
 
@@ -780,10 +987,11 @@ def teacher_topk_jsd(student: Side, teacher: TopKTeacher, mask: Tensor, chunk_si
     when ``teacher = teacher_topk(teacher_logits, mask, k)``, but reads only the k ids and
     log-probs the teacher kept (the "top-k approximation" of GKD, REOPOLD App. D / Table 8):
     memory O(chunk * V) for the student, O(N k) for the teacher. No renormalisation: the tail
-    keeps the mass outside S, so D <= JSD(q, p) (Eq. 63) and D = JSD when k = V."""
+    keeps the mass outside S, so D <= JSD(q, p) (Eq. 63) and D = JSD when k = V.
+    ``token_weights``: the fused path, as ``full_kl``."""
     if not isinstance(teacher, TopKTeacher):
         raise TypeError("teacher_topk_jsd: teacher must be a TopKTeacher (see teacher_topk)")
-    return _per_token(_teacher_topk_jsd_kernel, student, teacher, mask, chunk_size)
+    return _per_token(_teacher_topk_jsd_kernel, student, teacher, mask, chunk_size, token_weights)
 
 
 def _topk_reward_kernel(floor: float) -> Kernel:
@@ -809,7 +1017,8 @@ def _topk_reward_kernel(floor: float) -> Kernel:
 
 @register_loss("topk_expected_reward")
 def topk_expected_reward(student: Side, teacher: TopKTeacher, mask: Tensor, floor: float = -float("inf"),
-                         chunk_size: Optional[int] = None) -> Tensor:
+                         chunk_size: Optional[int] = None, *, token_weights: Optional[Tensor] = None
+                         ) -> Union[Tensor, FusedLoss]:
     """Per-token expected (floored) token reward over the teacher's top-k support, (B, T), 0 on
     padding — the "Top-5 approximation" / full-vocabulary form of REOPOLD's token reward
     (REOPOLD App. D, Table 8 "Reopold†"; docs/deviations.md). At each sampled prefix h, with S the
@@ -824,7 +1033,7 @@ def topk_expected_reward(student: Side, teacher: TopKTeacher, mask: Tensor, floo
     ``-KL(p~ || q~)`` (``sum_v p~ grad log p~ = 0``), and with S the whole vocabulary (k = V)
     ``r = -KL(p || q)``, the full-vocabulary expected token reward (REOPOLD Eq. 2 per prefix).
     The gradient vanishes when p = q on S (every ``Rhat = 0``). Student as logits or
-    ``HiddenHead``; memory O(chunk * V)."""
+    ``HiddenHead``; memory O(chunk * V). ``token_weights``: the fused path, as ``full_kl``."""
     if not isinstance(teacher, TopKTeacher):
         raise TypeError("topk_expected_reward: teacher must be a TopKTeacher (see teacher_topk)")
-    return _per_token(_topk_reward_kernel(float(floor)), student, teacher, mask, chunk_size)
+    return _per_token(_topk_reward_kernel(float(floor)), student, teacher, mask, chunk_size, token_weights)

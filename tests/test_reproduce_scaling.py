@@ -119,13 +119,14 @@ def test_memory_accounting_matches_a_hand_computation():
     from methods.reopold.memory import GIB, accounting, report_section
 
     rows = {r.row: r for r in accounting()}
-    chunk = (1 << 23) // 152_064  # 55 tokens: ~32 MiB of fp32 logits
-    assert chunk == 55
+    chunk = (128 << 20) // (4 * 152_064)  # 220 tokens: harness.losses.CHUNK_BYTES (128 MiB) of fp32 logits
+    assert chunk == 220
+    block = (128 << 20) // (64 * 152_064)  # kernel blocks of 13 rows (1/16 of the budget)
     tokens = 128 * 12 * 2048 // 8  # 393,216 response tokens per GPU
     assert rows["gkd_naive"].working_bytes == 5 * 8192 * 152_064 * 4  # 23.2 GiB
     assert rows["gkd_naive"].stored_bytes == tokens * 152_064 * 2  # 111.4 GiB of bf16 logits
     assert rows["gkd_naive"].peak_bytes / GIB > 80  # more than one H100: the paper's OOM
-    assert rows["gkd"].working_bytes == 5 * 55 * 152_064 * 4 == 167_270_400
+    assert rows["gkd"].working_bytes == (2 * chunk + 5 * block) * 152_064 * 4 == 307_169_280
     assert rows["gkd"].stored_bytes == tokens * (5120 * 2 + 4)
     assert rows["reopold"].stored_bytes == tokens * 4 == 1_572_864  # 1.5 MiB
     assert rows["gkd_top5"].stored_bytes == rows["reopold_top5"].stored_bytes == tokens * (5 * 8 + 4)

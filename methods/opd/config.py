@@ -41,7 +41,7 @@ class OPDConfig(OnlineConfig):
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = "token-mean"
     """REOPOLD Eq. 3 divides by all response tokens of the batch (token-mean)."""
     kl_chunk_size: Optional[int] = None
-    """Tokens per chunk of the full-vocabulary losses (None: ~32 MiB of fp32 logits)."""
+    """Tokens per chunk of the full-vocabulary losses (None: harness.losses.CHUNK_BYTES, 128 MiB of fp32 logits)."""
     log_full_rkl: bool = False
     """Also log ``rkl_full``: the exact full-vocabulary reverse KL(pi_theta || pi_T) per token on
     the rollouts (one extra student forward without gradient, and the teacher's hidden states).

@@ -84,18 +84,20 @@ def gkd_loss(student: losses.Side, teacher: losses.Side, mask: Tensor, divergenc
     """GKD on the student's own samples (Agarwal et al. 2024, on-policy fraction 1): the
     per-token full-vocabulary divergence — ``full-rkl`` KL(p || q), ``full-fkl`` KL(q || p), or
     ``jsd`` JSD(beta) (``harness.losses.jsd``) — aggregated by ``agg``. Returns
-    ``(loss, per-token divergence)``; ``student`` / ``teacher`` are logits or ``HiddenHead``."""
+    ``(loss, per-token divergence)``; ``student`` / ``teacher`` are logits or ``HiddenHead``.
+    Computed on the fused path (``token_weights = agg_weights(mask, agg, ...)``: the gradient is
+    formed during the forward, so the loss's backward runs once); the per-token divergence is
+    detached."""
+    weights = losses.agg_weights(mask, agg, global_tokens=global_tokens, global_seqs=global_seqs, max_len=max_len)
     if divergence == "full-rkl":
-        per_token = losses.get_loss("full_kl")(student, teacher, mask, "reverse", chunk_size)
+        out = losses.get_loss("full_kl")(student, teacher, mask, "reverse", chunk_size, token_weights=weights)
     elif divergence == "full-fkl":
-        per_token = losses.get_loss("full_kl")(student, teacher, mask, "forward", chunk_size)
+        out = losses.get_loss("full_kl")(student, teacher, mask, "forward", chunk_size, token_weights=weights)
     elif divergence == "jsd":
-        per_token = losses.get_loss("jsd")(student, teacher, mask, chunk_size, beta=beta)
+        out = losses.get_loss("jsd")(student, teacher, mask, chunk_size, beta=beta, token_weights=weights)
     else:
         raise ValueError(f"unknown GKD divergence {divergence!r}; expected one of {FULL_VOCAB}")
-    loss = losses.agg_loss(per_token, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs,
-                           max_len=max_len)
-    return loss, per_token
+    return out.loss, out.values
 
 
 @losses.register_loss("opd/gkd-topk")
@@ -111,8 +113,8 @@ def gkd_topk_loss(student: losses.Side, teacher: losses.TopKTeacher, mask: Tenso
     (``harness.losses.teacher_topk_jsd``: the tail keeps the mass outside S, no renormalisation
     [A] — the paper states neither the divergence nor how the top-5 are renormalised), then
     aggregated by ``agg``. With k = V this is ``gkd_loss(..., "jsd")``. Returns
-    ``(loss, per-token divergence)``; ``student`` is logits or ``HiddenHead``."""
-    per_token = losses.get_loss("teacher_topk_jsd")(student, teacher, mask, chunk_size)
-    loss = losses.agg_loss(per_token, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs,
-                           max_len=max_len)
-    return loss, per_token
+    ``(loss, per-token divergence)``; ``student`` is logits or ``HiddenHead``. Fused path and
+    detached per-token divergence as ``gkd_loss``."""
+    weights = losses.agg_weights(mask, agg, global_tokens=global_tokens, global_seqs=global_seqs, max_len=max_len)
+    out = losses.get_loss("teacher_topk_jsd")(student, teacher, mask, chunk_size, token_weights=weights)
+    return out.loss, out.values

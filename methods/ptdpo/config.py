@@ -124,7 +124,7 @@ class PTDPOConfig(GRPOConfig):
     teacher_micro_batch_size: Optional[int] = None
     """Rows per teacher forward (None: ``micro_batch_size``)."""
     kl_chunk_size: Optional[int] = None
-    """Tokens per chunk of the full-vocabulary divergence (None: ~32 MiB of fp32 logits)."""
+    """Tokens per chunk of the full-vocabulary divergence (None: harness.losses.CHUNK_BYTES, 128 MiB of fp32 logits)."""
 
     def __post_init__(self) -> None:
         preset = OPTIMIZERS[self.optimizer]

@@ -15,7 +15,7 @@ the hinted teacher's hidden states are data and are detached.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Callable, Literal, Optional, Union
 
 import torch
 from torch import Tensor
@@ -24,7 +24,7 @@ from harness import losses
 from harness.routing import route_failed
 
 __all__ = ["DIVERGENCES", "SELECTIONS", "compressed_distributions", "group_stats", "ptd_divergence",
-           "ptd_term", "ptdpo_loss", "ref_kl_tokens", "routing_weights"]
+           "ptd_term", "ptd_weights", "ptdpo_loss", "ref_kl_tokens", "routing_weights"]
 
 SELECTIONS = ("failed", "all")
 DIVERGENCES = ("topk_jsd", "jsd", "forward_kl", "reverse_kl")
@@ -99,18 +99,21 @@ def compressed_distributions(p_logits: Tensor, q_logits: Tensor, k: int,
 def ptd_divergence(student: losses.Side, teacher: losses.Side, mask: Tensor,
                    divergence: str = "topk_jsd", *, k: int = 100,
                    support: Literal["union", "student", "teacher"] = "union",
-                   chunk_size: Optional[int] = None) -> Tensor:
+                   chunk_size: Optional[int] = None, token_weights: Optional[Tensor] = None
+                   ) -> Union[Tensor, losses.FusedLoss]:
     """D_PTD(q^h_{i,t}, p_{i,t}) per token, (B, T), 0 where ``mask`` is 0 (only those tokens are
-    computed: pass the routed mask). ``topk_jsd`` is Eq. 17 (K = 100, union support); ``jsd``
+    computed: pass the routed mask); with ``token_weights`` the fused ``harness.losses.FusedLoss``
+    (weighted sum and per-token values) instead. ``topk_jsd`` is Eq. 17 (K = 100, union support); ``jsd``
     the full-vocabulary Eq. 13; ``forward_kl`` KL(q || p) and ``reverse_kl`` KL(p || q) are the
     directional alternatives of App. D.2 / Fig. 8. Student and teacher are logits or
     ``harness.losses.HiddenHead`` (hidden states + lm_head weight: no N x V logits kept)."""
+    fw = {"token_weights": token_weights}
     if divergence == "topk_jsd":
-        return losses.get_loss("topk_jsd")(student, teacher, mask, k, chunk_size, support)
+        return losses.get_loss("topk_jsd")(student, teacher, mask, k, chunk_size, support, **fw)
     if divergence == "jsd":
-        return losses.get_loss("jsd")(student, teacher, mask, chunk_size)
+        return losses.get_loss("jsd")(student, teacher, mask, chunk_size, **fw)
     if divergence in ("forward_kl", "reverse_kl"):
-        return losses.get_loss("full_kl")(student, teacher, mask, divergence.split("_")[0], chunk_size)
+        return losses.get_loss("full_kl")(student, teacher, mask, divergence.split("_")[0], chunk_size, **fw)
     raise ValueError(f"unknown PTD divergence {divergence!r}; expected one of {DIVERGENCES}")
 
 
@@ -121,10 +124,19 @@ def ptd_term(div_tokens: Tensor, alpha: Tensor, mask: Tensor, *, global_tokens: 
     T3), so micro-batch pieces sum to the mini-batch value; None uses this call's |F|. The
     paper's ``+ eps`` in the denominator only guards an empty F: here an empty F gives exactly 0
     with a zero gradient. Values outside F (also inf / NaN there) never contribute."""
+    w = ptd_weights(alpha, mask, global_tokens=global_tokens, dtype=div_tokens.dtype)
+    return (torch.where(w != 0, div_tokens, torch.zeros_like(div_tokens)) * w).sum()
+
+
+def ptd_weights(alpha: Tensor, mask: Tensor, *, global_tokens: Number = None,
+                dtype: torch.dtype = torch.float64) -> Tensor:
+    """Per-token weights w (B, T) of ``ptd_term``: ``L_PTD = sum_{i,t} w D_{i,t}``, with
+    w = alpha_i m_{i,t} / |F| (``harness.losses.agg_weights`` of the routed mask, token-mean). The
+    fused divergences take these as ``token_weights``."""
     if alpha.dim() != 1 or alpha.shape[0] != mask.shape[0]:
         raise ValueError(f"alpha must be (B,) = ({mask.shape[0]},), got {tuple(alpha.shape)}")
-    w = alpha.detach().to(div_tokens.dtype)[:, None] * (mask != 0).to(div_tokens.dtype)
-    return losses.agg_loss(div_tokens, w, "token-mean", global_tokens=global_tokens)
+    routed = alpha.detach().to(mask.device, dtype)[:, None] * (mask != 0).to(dtype)
+    return losses.agg_weights(routed, "token-mean", global_tokens=global_tokens, dtype=dtype)
 
 
 def ref_kl_tokens(logp: Tensor, ref_logp: Tensor, mask: Tensor, estimator: str = "k3",
@@ -144,7 +156,8 @@ def ref_kl_tokens(logp: Tensor, ref_logp: Tensor, mask: Tensor, estimator: str =
 
 
 def ptdpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *, lambda_ptd: float,
-               alpha: Optional[Tensor] = None, ptd_tokens: Optional[Tensor] = None,
+               alpha: Optional[Tensor] = None,
+               ptd_tokens: Union[Tensor, Callable[[Tensor], losses.FusedLoss], None] = None,
                ref_logp: Optional[Tensor] = None, kl_coef: float = 0.0, kl_estimator: str = "k3",
                kl_direction: Literal["reverse", "swapped"] = "reverse", kl_row_weights: Optional[Tensor] = None,
                pg_coef: float = 1.0, clip_low: float = 0.2, clip_high: float = 0.3,
@@ -156,8 +169,9 @@ def ptdpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     The surrogate is ``harness.losses.policy_loss`` (GRPO / DAPO / GSPO by ``clip_*``, ``agg``
     and ``ratio_level``); the reference KL (Eq. 3's ``beta D_KL``) uses the same aggregation and
     denominators, with ``kl_row_weights`` (B,) zeroing rows ([C]'s routed-group KL skip, T6).
-    ``ptd_tokens`` are the per-token divergences on the routed tokens (``ptd_divergence``),
-    ``alpha`` the routing weights. With ``lambda_ptd == 0`` (or no routed token) the value and
+    ``ptd_tokens`` are the per-token divergences on the routed tokens (``ptd_divergence``), or,
+    for the fused path, a function of the term's ``ptd_weights`` returning a
+    ``harness.losses.FusedLoss``; ``alpha`` the routing weights. With ``lambda_ptd == 0`` (or no routed token) the value and
     the gradient are those of the optimiser alone, exactly: the PTD term is not evaluated.
     ``pg_coef = 0`` drops the surrogate (the pure self-distillation baseline OPSD).
     Returns ``(loss, stats)``; stats are detached."""
@@ -182,7 +196,11 @@ def ptdpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     if lambda_ptd != 0 and ptd_tokens is not None:
         if alpha is None:
             raise ValueError("the PTD term needs alpha (the routing weights)")
-        ptd = ptd_term(ptd_tokens, alpha, mask, global_tokens=ptd_global_tokens)
+        if callable(ptd_tokens):
+            fused = ptd_tokens(ptd_weights(alpha, mask, global_tokens=ptd_global_tokens))
+            ptd, ptd_tokens = fused.loss, fused.values
+        else:
+            ptd = ptd_term(ptd_tokens, alpha, mask, global_tokens=ptd_global_tokens)
         total = total + lambda_ptd * ptd
         with torch.no_grad():
             stats["ptd"] = ptd.detach()

@@ -74,7 +74,7 @@ class REOPOLDConfig(OnlineConfig):
     paper's "Top-5 approximation", k >= V the full vocabulary. Needs ``stop_grad``; the PPO ratio
     clip does not apply (no sampled token is reweighted)."""
     entropy_chunk_size: Optional[int] = None
-    """Tokens per chunk of the full-vocabulary entropy (None: ~32 MiB of fp32 logits)."""
+    """Tokens per chunk of the full-vocabulary entropy (None: harness.losses.CHUNK_BYTES, 128 MiB of fp32 logits)."""
     log_full_rkl: bool = False
     """Also log ``rkl_full``, the exact full-vocabulary reverse KL per token on the rollouts."""
     kl_chunk_size: Optional[int] = None

@@ -15,9 +15,11 @@ Two numbers per loss, both per GPU:
 - *working*: the loss's own buffers for one micro-batch. A naive implementation materialises
   the student's and the teacher's full logits: 5 (N, V) fp32 buffers (student logits and
   log-softmax kept for backward, teacher log-probs, the mixture, the logit gradient). The
-  chunked kernels of ``harness.losses`` (every full-vocabulary and top-k loss here, and
-  REOPOLD's log-softmax and entropy) keep at most 5 (chunk, V) fp32 buffers, ``chunk =
-  harness.losses._auto_chunk(V)`` tokens (about 32 MiB each).
+  chunked losses of ``harness.losses`` (every full-vocabulary and top-k loss here, and
+  REOPOLD's log-softmax and entropy) keep 2 (chunk, V) fp32 buffers (the student's and the
+  teacher's logits), ``chunk = harness.losses._auto_chunk(V)`` tokens (``CHUNK_BYTES``, 128 MiB
+  each), and their kernels at most 5 (block, V) fp32 temporaries, ``block =
+  harness.losses._kernel_rows(V)`` rows (1/16 of the budget).
 - *stored*: the teacher signal kept for the rollout batch between scoring and update. Naive
   GKD: the teacher's full logits (bf16); chunked GKD (``methods/opd loss=jsd``): the teacher's
   final hidden states (bf16); the top-k variants (GKD†, Reopold†): k ids (int32) and k
@@ -78,8 +80,10 @@ def accounting(micro_tokens: int = MICRO_TOKENS, *, vocab: int = VOCAB, h_teache
                chunk: Optional[int] = None) -> list[MemoryRow]:
     """Per-GPU memory of the distillation signal of each Table 8 variant, in bytes (see the module
     docstring for what each row counts)."""
+    from harness.losses import _kernel_rows
+
     c = chunk or chunk_tokens(vocab)
-    chunked = BUFFERS * c * vocab * FP32
+    chunked = (2 * c + BUFFERS * min(c, _kernel_rows(vocab))) * vocab * FP32
     logp = rollout_tokens * FP32  # the sampled token's teacher log-prob, kept by every variant
     topk = rollout_tokens * top_k * (INT32 + FP32)
     return [

@@ -189,7 +189,7 @@ class VOLDConfig(GRPOConfig):
     teacher_micro_batch_size: Optional[int] = None
     """Rows per teacher forward (None: ``micro_batch_size``)."""
     kl_chunk_size: Optional[int] = None
-    """Tokens per chunk of the full-vocabulary KL (None: about 128 MiB of fp32 logits)."""
+    """Tokens per chunk of the full-vocabulary KL (None: harness.losses.CHUNK_BYTES, 128 MiB of fp32 logits)."""
     reward: str = "boxed-exact"
     """§3.2 / §4.1: binary exact match of the ``\\boxed{}`` answer with the ground truth
     (harness.rewards.exact_match; "math" = math-verify equivalence is the switch, V11)."""

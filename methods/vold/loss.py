@@ -16,7 +16,7 @@ docs/deviations.md (VOLD) for why k2 is the default and what its gradient is.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Callable, Literal, Optional, Union
 
 import torch
 from torch import Tensor
@@ -25,7 +25,7 @@ from harness import losses
 from harness.routing import failure_weights
 
 __all__ = ["KLEstimator", "SAMPLED_ESTIMATORS", "FULL_ESTIMATORS", "KL_NORMS", "sampled_kl",
-           "distillation_term", "vold_loss"]
+           "distillation_term", "distillation_weights", "vold_loss"]
 
 KLEstimator = Literal["k2", "k1", "k3", "full_reverse", "full_forward"]
 SAMPLED_ESTIMATORS = ("k1", "k2", "k3")
@@ -64,19 +64,32 @@ def distillation_term(kl_tokens: Tensor, rewards: Tensor, mask: Tensor, *, maske
     failed ones. ``global_*`` are the whole mini-batch's counts (harness.update.Normalizers), so
     the pieces of micro-batches sum to the mini-batch value.
     """
+    w = distillation_weights(rewards, mask, masked=masked, agg=agg, norm=norm, global_tokens=global_tokens,
+                             global_seqs=global_seqs, max_len=max_len, dtype=kl_tokens.dtype)
+    return (torch.where(mask != 0, kl_tokens, torch.zeros_like(kl_tokens)) * w).sum()
+
+
+def distillation_weights(rewards: Tensor, mask: Tensor, *, masked: bool = True, agg: str = "token-mean",
+                         norm: str = "all-tokens", global_tokens: Number = None, global_seqs: Number = None,
+                         max_len: Optional[int] = None, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Per-token weights w (B, T) of ``distillation_term``: it equals ``sum_{i,t} w kl_tokens`` (the
+    term is linear in the divergences). ``all-tokens``: (1 - r_i) times ``agg_weights(mask)``;
+    ``failed-tokens``: ``agg_weights`` of the mask weighted by (1 - r_i). The fused
+    full-vocabulary losses take these as ``token_weights``."""
     if norm not in KL_NORMS:
         raise ValueError(f"unknown kl_mask_norm {norm!r}; expected one of {KL_NORMS}")
-    w = failure_weights(rewards, masked).to(kl_tokens.device, kl_tokens.dtype)[:, None]
-    glob = dict(global_tokens=global_tokens, global_seqs=global_seqs, max_len=max_len)
-    valid = (mask != 0).to(kl_tokens.dtype)
+    w = failure_weights(rewards, masked).to(mask.device, dtype)[:, None]
+    glob = dict(global_tokens=global_tokens, global_seqs=global_seqs, max_len=max_len, dtype=dtype)
+    valid = (mask != 0).to(dtype)
     if norm == "all-tokens":
-        return losses.agg_loss(kl_tokens * w, valid, agg, **glob)
+        return w * losses.agg_weights(valid, agg, **glob)
     # failed-tokens: the weighted mask is the denominator's count (agg_loss divides by sum of the mask).
-    return losses.agg_loss(kl_tokens, valid * w, agg, **glob)
+    return losses.agg_weights(valid * w, agg, **glob)
 
 
 def vold_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, rewards: Tensor, mask: Tensor, *,
-              beta: float, teacher_logp: Optional[Tensor] = None, kl_tokens: Optional[Tensor] = None,
+              beta: float, teacher_logp: Optional[Tensor] = None,
+              kl_tokens: Union[Tensor, Callable[[Tensor], losses.FusedLoss], None] = None,
               masked: bool = True, estimator: str = "k2", clip_low: float = 0.2, clip_high: float = 0.3,
               agg: str = "token-mean", ratio_level: str = "token", kl_agg: str = "token-mean", kl_norm: str = "all-tokens",
               global_tokens: Number = None, global_seqs: Number = None, max_len: Optional[int] = None,
@@ -87,7 +100,9 @@ def vold_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, rewards: Tenso
     of Eq. 6 (``masked=True``, the paper's VOLD) or Eq. 5 (``masked=False``).
 
     The divergence per token is ``sampled_kl(logp, teacher_logp, mask, estimator)`` or, for the
-    full-vocabulary readings, the given ``kl_tokens`` (e.g. ``harness.losses.full_kl``). With
+    full-vocabulary readings, the given ``kl_tokens`` (e.g. ``harness.losses.full_kl``), or, for
+    the fused path, a function of the term's ``distillation_weights`` returning a
+    ``harness.losses.FusedLoss`` (e.g. ``lambda w: full_kl(..., token_weights=w)``). With
     ``beta == 0`` the result is the GRPO loss exactly (the distillation term is not evaluated).
     ``kl_global_*`` override ``global_*`` as the KL term's denominators (``kl_norm="failed-tokens"``).
     Returns ``(loss, stats)``: the policy-loss stats prefixed ``pg_``, plus ``kl`` (the term's
@@ -103,10 +118,14 @@ def vold_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, rewards: Tenso
         raise ValueError("give exactly one of teacher_logp (sampled estimator) or kl_tokens (full-vocabulary)")
     if kl_tokens is None:
         kl_tokens = sampled_kl(logp, teacher_logp, mask, estimator)
-    kl = distillation_term(
-        kl_tokens, rewards, mask, masked=masked, agg=kl_agg, norm=kl_norm,
-        global_tokens=global_tokens if kl_global_tokens is None else kl_global_tokens,
-        global_seqs=global_seqs if kl_global_seqs is None else kl_global_seqs, max_len=max_len)
+    term = dict(masked=masked, agg=kl_agg, norm=kl_norm,
+                global_tokens=global_tokens if kl_global_tokens is None else kl_global_tokens,
+                global_seqs=global_seqs if kl_global_seqs is None else kl_global_seqs, max_len=max_len)
+    if callable(kl_tokens):
+        fused = kl_tokens(distillation_weights(rewards, mask, **term))
+        kl, kl_tokens = fused.loss, fused.values
+    else:
+        kl = distillation_term(kl_tokens, rewards, mask, **term)
     with torch.no_grad():
         valid = (mask != 0)
         stats["kl"] = kl.detach()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -86,14 +86,17 @@ class VOLD(GRPO):
         dev = traj.response_ids.device
         traj.extras["kl_den_tokens"], traj.extras["kl_den_seqs"] = tokens.to(dev), seqs.to(dev)
 
-    def kl_tokens(self, fwd: Forward, mb: Trajectories) -> torch.Tensor:
-        """Full-vocabulary KL per token between the student (the update's own forward, with grad)
-        and the teacher (hidden states scored in ``prepare``)."""
+    def kl_tokens(self, fwd: Forward, mb: Trajectories) -> Callable[[torch.Tensor], losses.FusedLoss]:
+        """Full-vocabulary KL between the student (the update's own forward, with grad) and the
+        teacher (hidden states scored in ``prepare``), on the fused path: a function of the
+        distillation term's token weights (``vold_loss``) returning the weighted sum and the
+        per-token values."""
         assert self.teacher_weight is not None
-        return losses.get_loss("full_kl")(fwd[self.cfg.view].head,
-                                          losses.HiddenHead(mb.extras["teacher_hidden"], self.teacher_weight),
-                                          mb.response_mask, FULL_ESTIMATORS[self.cfg.kl_estimator],
-                                          self.cfg.kl_chunk_size)
+        student = fwd[self.cfg.view].head
+        teacher = losses.HiddenHead(mb.extras["teacher_hidden"], self.teacher_weight)
+        return lambda w: losses.get_loss("full_kl")(student, teacher, mb.response_mask,
+                                                    FULL_ESTIMATORS[self.cfg.kl_estimator], self.cfg.kl_chunk_size,
+                                                    token_weights=w)
 
     def loss(self, fwd: Forward, mb: Trajectories, norm: Normalizers, step: int
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
