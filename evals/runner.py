@@ -229,7 +229,8 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
                       timeout_s=judge_timeout_s, max_retries=judge_retries)
     extractor = judge.name if judge else "rule"
     out = require_directory(out_dir, "--out directory")
-    sampling = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    sampling = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                              logprobs=False)     # scoring reads the texts only
     model_name = model if isinstance(model, str) else getattr(model, "path", repr(model))
     settings = RunSettings(model=model_name, source=str(source), mode=mode, k=k, temperature=temperature,
                            top_p=top_p, max_new_tokens=max_new_tokens, system=system_text, seed=seed,
