@@ -295,7 +295,8 @@ def engine_logp_exact(engine: Any, ctx: Context) -> tuple[bool, str]:
 def recompute_old_logp(engine: Any, ctx: Context) -> bool:
     """The run's decision for ``cfg.recompute_old_logp`` (see ``OnlineConfig``), logged with its reason."""
     mode = ctx.cfg.recompute_old_logp
-    mode = {True: "always", False: "never"}.get(mode, mode) if isinstance(mode, bool) else mode
+    if isinstance(mode, bool):  # older configs
+        mode = "always" if mode else "never"
     if mode == "auto":
         exact, why = engine_logp_exact(engine, ctx)
         recompute = not exact
