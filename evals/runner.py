@@ -6,7 +6,9 @@ Layout of ``out_dir``::
     <benchmark>/records.jsonl   one record per sample (id, prompt_hash, responses, extracted,
                                 correct, score, rule_scores, time_s, meta; with a judge also
                                 judge_scores and judge: protocol, extracted, and every call's
-                                model, prompt sha256 and raw output); appended and flushed per sample
+                                model, prompt sha256 and raw output); appended and flushed per
+                                sample as it is scored, synced to disk per batch; in generation
+                                order (length-sorted batches), so read it by id
     <benchmark>/config.json     the settings the records were made with (a rerun must match)
     <benchmark>/vlmeval/<model>_<Dataset>.tsv   the predictions in VLMEvalKit's prediction-file
                                 layout (evals/vlmeval_io.py), for VLMEvalKit's own evaluator
@@ -21,15 +23,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from tqdm.auto import tqdm
 
 from harness.durable import atomic_write_text
 from harness.run_dir import require_directory
-from harness.jsonl import append_jsonl, read_jsonl, repair_torn_tail
+from harness.jsonl import JsonlAppender, read_jsonl, repair_torn_tail
 from harness.rollout.base import RolloutEngine
 from harness.types import Sample, SamplingParams
 
@@ -172,7 +175,7 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         batch_size: int = 8, system: str | None = None, seed: int = 0, device: str = "cpu",
         dtype: str = "float32", smoke_n: int = 2, progress: bool = True,
         on_record: Callable[[dict], None] | None = None, tool_rounds: int = 0,
-        tools: tuple[str, ...] | list[str] = ("crop_image",)) -> dict[str, dict]:
+        tools: tuple[str, ...] | list[str] = ("crop_image",), sort_by_length: bool = True) -> dict[str, dict]:
     """Evaluate ``model`` on ``benchmarks``; returns {benchmark: summary} (also written to disk).
 
     ``mode="greedy"`` is Acc@1 (temperature 0, k 1); ``mode="sample"`` draws ``k`` responses per
@@ -193,6 +196,13 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
     (``tool_calls``) and keeps the whole trajectories, observations included (``trajectories``). Without ``system`` the
     system prompt is ``harness.tools.tool_system_prompt(tools)``. ``max_new_tokens`` bounds the
     generated tokens of a response over all its rounds.
+
+    Throughput: pending samples are generated ``batch_size`` at a time in batches of similar
+    prompt length (``sort_by_length``, see ``batches``; records are keyed by id, so summaries and
+    prediction files do not depend on it); a batch's samples are scored concurrently on the
+    math-verify worker pool (``_Scorer``); each record is appended as soon as it is scored and the
+    file is synced to disk once per batch. A crash loses at most the batch being generated; a
+    record cut off mid-write is dropped on resume and its sample generated again.
     """
     if mode == "greedy":
         if k != 1:
@@ -219,7 +229,8 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
                       timeout_s=judge_timeout_s, max_retries=judge_retries)
     extractor = judge.name if judge else "rule"
     out = require_directory(out_dir, "--out directory")
-    sampling = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    sampling = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                              logprobs=False)     # scoring reads the texts only
     model_name = model if isinstance(model, str) else getattr(model, "path", repr(model))
     settings = RunSettings(model=model_name, source=str(source), mode=mode, k=k, temperature=temperature,
                            top_p=top_p, max_new_tokens=max_new_tokens, system=system_text, seed=seed,
@@ -246,26 +257,26 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         bar = tqdm(total=len(samples), initial=len(samples) - len(pending), desc=name, disable=not progress,
                    unit="sample")
         repair_torn_tail(rec_path)          # a crash mid-write leaves a cut-off last line: drop it
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start:start + batch_size]
-            t0 = time.perf_counter()
-            traj = engine_obj.generate(chunk, sampling)  # type: ignore[union-attr]
-            per_sample = (time.perf_counter() - t0) / len(chunk)
-            generated = (traj.extras or {}).get("generated_texts")
-            for g, sample in enumerate(chunk):
+        with JsonlAppender(rec_path) as writer, _Scorer(bench, judge) as scorer:
+            for chunk in batches(pending, batch_size, sort_by_length):
+                t0 = time.perf_counter()
+                traj = engine_obj.generate(chunk, sampling)  # type: ignore[union-attr]
+                per_sample = (time.perf_counter() - t0) / len(chunk)
                 # multi-turn: the model's own tokens are scored, observations left out
-                responses = list((generated or traj.texts)[g * k:(g + 1) * k])
-                record = score_sample(bench, sample, responses, judge=judge)
-                record.update({"prompt_hash": hashes[sample.id], "time_s": round(per_sample, 4)})
+                texts = (traj.extras or {}).get("generated_texts") or traj.texts
                 calls = (traj.extras or {}).get("tool_calls")
-                if calls is not None:
-                    record["tool_calls"] = [list(c) for c in calls[g * k:(g + 1) * k]]
-                    record["trajectories"] = list(traj.texts[g * k:(g + 1) * k])
-                append_jsonl(rec_path, record, fsync=True)
-                done[sample.id] = record
-                if on_record:
-                    on_record(record)
-                bar.update(1)
+                jobs = [(sample, list(texts[g * k:(g + 1) * k])) for g, sample in enumerate(chunk)]
+                for g, (sample, record) in enumerate(zip(chunk, scorer.score(jobs))):
+                    record.update({"prompt_hash": hashes[sample.id], "time_s": round(per_sample, 4)})
+                    if calls is not None:
+                        record["tool_calls"] = [list(c) for c in calls[g * k:(g + 1) * k]]
+                        record["trajectories"] = list(traj.texts[g * k:(g + 1) * k])
+                    writer.append(record)   # as soon as it is scored: a crash loses no finished sample
+                    done[sample.id] = record
+                    if on_record:
+                        on_record(record)
+                    bar.update(1)
+                writer.sync()               # on disk once per batch, not per sample
         bar.close()
         records = [done[s.id] for s in samples]
         summary = summarize(bench, records, settings)
@@ -274,6 +285,66 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         write_predictions(name, samples, records, bdir / "vlmeval" / file_name(model_name, name))
         summaries[name] = summary
     return summaries
+
+
+def prompt_size(sample: Sample) -> int:
+    """An engine-independent estimate of ``sample``'s prompt length in tokens, for sorting
+    (characters / 4, plus one token per 28 x 28 pixels of each image, as Qwen-VL merges patches)."""
+    return len(sample.system or "") // 4 + len(sample.prompt) // 4 + sum(
+        img.size[0] * img.size[1] // 784 for img in sample.images)
+
+
+def batches(samples: list[Sample], batch_size: int, sort_by_length: bool = True) -> list[list[Sample]]:
+    """``samples`` cut into generation batches of ``batch_size``; with ``sort_by_length`` sorted by
+    ``prompt_size`` first (stable: ties keep their order), so a batch's prompts need little padding.
+    Records are keyed by sample id, so the order they are generated in changes no result."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(samples, key=prompt_size) if sort_by_length else list(samples)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class _Scorer:
+    """Scores a batch's samples (``score_sample``) with several in flight at once, so their
+    math-verify calls run in parallel on ``harness.rewards``' worker pool instead of one round
+    trip at a time; results come back in input order. With a judge (its call log is per call
+    sequence) or a pool of one worker, samples are scored one after another in this thread.
+
+    In a pool thread the in-process rule extraction runs without ``harness.deadline``'s signal
+    timer (main thread only); it is linear-time on a bounded window, the timer is only the second
+    line of defence (see harness.deadline), and math-verify keeps its hard per-call limit."""
+
+    def __init__(self, bench: Benchmark, judge: Any = None) -> None:
+        from harness.rewards import verifier_workers
+
+        self.bench, self.judge = bench, judge
+        workers = 1 if judge is not None else verifier_workers()
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="score") if workers > 1 else None
+
+    def score(self, jobs: list[tuple[Sample, list[str]]]) -> Iterator[dict]:
+        """One record per ``(sample, responses)``, in order, each as soon as it (and the ones
+        before it) are scored."""
+        def one(job: tuple[Sample, list[str]]) -> dict:
+            return score_sample(self.bench, job[0], job[1], judge=self.judge)
+
+        if self.pool is None or len(jobs) < 2:
+            return map(one, jobs)
+        self._prepare(jobs)
+        return self.pool.map(one, jobs)
+
+    def _prepare(self, jobs: list[tuple[Sample, list[str]]]) -> None:
+        """Run the families' one-time set-up (module loading) here, not racing in the pool."""
+        for name in {s.meta.get("family", self.bench.family) for s, _ in jobs}:
+            family = scoring.FAMILIES[name]
+            if family.prepare is not None:
+                family.prepare()
+
+    def __enter__(self) -> "_Scorer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def score_sample(bench: Benchmark, sample: Sample, responses: list[str], judge: Any = None) -> dict:

@@ -45,7 +45,8 @@ class BenchmarkValidator:
         correct = 0.0
         if self.samples:
             traj = self.engine.generate(self.samples, SamplingParams(n=1, temperature=0.0,
-                                                                     max_new_tokens=self.cfg.val_max_new_tokens))
+                                                                     max_new_tokens=self.cfg.val_max_new_tokens,
+                                                                     logprobs=False))
             correct = sum(self.bench.score(s, text)["score"] for s, text in zip(self.samples, traj.texts))
         if was_training:
             model.train()

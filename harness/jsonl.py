@@ -8,7 +8,8 @@ An invalid line anywhere else is corruption, not a crash, and raises in both mod
 are skipped.
 
 Writing: ``append_jsonl`` writes one record as one line and flushes it (``fsync=True`` also asks
-the OS to put it on disk). Before appending to a file a crash may have cut, call
+the OS to put it on disk); ``JsonlAppender`` keeps the file open for a stream of records and syncs
+when told (per batch). Before appending to a file a crash may have cut, call
 ``repair_torn_tail`` so that the torn line does not end up in the middle of the file.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Iterator
 
 from harness.errors import DataError
 
-__all__ = ["append_jsonl", "iter_jsonl", "read_jsonl", "repair_torn_tail"]
+__all__ = ["JsonlAppender", "append_jsonl", "iter_jsonl", "read_jsonl", "repair_torn_tail"]
 
 
 def _parse(path: Path, lineno: int, raw: bytes, objects: bool) -> Any:
@@ -70,18 +71,46 @@ def read_jsonl(path: str | Path, *, torn_tail: bool = False, missing_ok: bool = 
     return list(iter_jsonl(path, torn_tail=torn_tail, objects=objects))
 
 
-def append_jsonl(path: str | Path, record: dict[str, Any], *, fsync: bool = False, **dumps_kw: Any) -> None:
-    """Append ``record`` as one line (``json.dumps(record, **dumps_kw)``), flushed; ``fsync``
-    also forces it to disk. The file is created when missing (its directory must exist)."""
+def _line(record: dict[str, Any], dumps_kw: dict[str, Any]) -> str:
     dumps_kw.setdefault("ensure_ascii", False)
     line = json.dumps(record, **dumps_kw)
     if "\n" in line:  # only possible with an ``indent``: it would not be one line
         raise ValueError("append_jsonl: the record must serialise to a single line (no indent)")
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-        f.flush()
+    return line + "\n"
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any], *, fsync: bool = False, **dumps_kw: Any) -> None:
+    """Append ``record`` as one line (``json.dumps(record, **dumps_kw)``), flushed; ``fsync``
+    also forces it to disk. The file is created when missing (its directory must exist)."""
+    with JsonlAppender(path) as f:
+        f.append(record, **dumps_kw)
         if fsync:
-            os.fsync(f.fileno())
+            f.sync()
+
+
+class JsonlAppender:
+    """``path`` held open for many appends: ``append`` writes one record as one line and flushes
+    it (a killed process loses at most the line being written), ``sync`` asks the OS to put what
+    was written on disk (once per batch rather than per record). The file is created when missing."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._file = open(path, "a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any], **dumps_kw: Any) -> None:
+        self._file.write(_line(record, dumps_kw))
+        self._file.flush()
+
+    def sync(self) -> None:
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def repair_torn_tail(path: str | Path) -> bool:

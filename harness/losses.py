@@ -31,6 +31,8 @@ from typing import Callable, Literal, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+
+from harness.chunking import CHUNK_BYTES, tokens_per_chunk
 from harness.errors import UnknownNameError
 
 __all__ = [
@@ -426,21 +428,18 @@ Kernel = Callable[[Tensor, Optional[Tensor], bool], tuple[Tensor, Optional[Tenso
 
 
 
-CHUNK_BYTES = 128 * 2**20
-"""The one byte budget of the full-vocabulary losses: the automatic chunk is the number of tokens
-whose fp32 ``(chunk, V)`` logit buffer takes ``CHUNK_BYTES`` (128 MiB: 220 tokens at V = 151,936).
-A chunk holds two such buffers (the student's and the teacher's logits; the logit gradient
-overwrites the student's); the kernels then run on blocks of rows of 1/16 of the budget, so their
-few temporaries add about 5/16 of it. The working memory is therefore about 2.3 x CHUNK_BYTES
-whatever the number of tokens (plus, on the fused path, the gradients with respect to ``hidden``
-and ``weight``). The bf16 weight-gradient blocks use the same budget. Large chunks keep the
-matmuls efficient (on a 2-core CPU at V = 151,936, fp32: ~30% slower per token at 110 tokens than
-at 220); small kernel blocks keep the memory low."""
+# CHUNK_BYTES (harness.chunking, 128 MiB: 220 tokens at V = 151,936) sizes the automatic chunk: the
+# number of tokens whose fp32 (chunk, V) logit buffer takes CHUNK_BYTES. A chunk holds two such
+# buffers (the student's and the teacher's logits; the logit gradient overwrites the student's);
+# the kernels then run on blocks of rows of 1/16 of the budget, so their few temporaries add about
+# 5/16 of it. The working memory is therefore about 2.3 x CHUNK_BYTES whatever the number of
+# tokens (plus, on the fused path, the gradients with respect to ``hidden`` and ``weight``). The
+# bf16 weight-gradient blocks use the same budget.
 
 
 def _auto_chunk(vocab: int) -> int:
     """Tokens per chunk so that one (chunk, V) fp32 buffer is ``CHUNK_BYTES`` (at least 1)."""
-    return max(1, CHUNK_BYTES // (4 * vocab))
+    return tokens_per_chunk(vocab, CHUNK_BYTES)
 
 
 def _kernel_rows(vocab: int) -> int:

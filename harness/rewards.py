@@ -76,6 +76,7 @@ __all__ = [
     "format_reward",
     "exact_match",
     "verifier_stats",
+    "verifier_workers",
     "shutdown_verifier",
 ]
 
@@ -270,6 +271,12 @@ def shutdown_verifier() -> None:
 
 
 atexit.register(shutdown_verifier)
+
+
+def verifier_workers() -> int:
+    """How many math-verify worker processes may run at once (``VLMREPRO_VERIFY_WORKERS``, default
+    the CPU count up to 8): callers with many answers to check can keep that many calls in flight."""
+    return _pool().max_workers
 
 
 def verifier_stats() -> VerifierStats:

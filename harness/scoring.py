@@ -35,6 +35,7 @@ from typing import Any, Callable, Union
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from harness.chunking import tokens_per_chunk
 from harness.models import PolicyBundle
 from harness.types import Sample, Trajectories
 
@@ -290,11 +291,16 @@ def _take_rows(traj: Trajectories, rows: list[int]) -> Trajectories:
     return traj if rows == list(range(len(traj))) else select_rows(traj, rows)
 
 
-def logprobs_from_hidden(hidden: torch.Tensor, lm_head: torch.nn.Module, ids: torch.Tensor,
-                         chunk_tokens: int = 1024, grad: bool = False) -> torch.Tensor:
+def logprobs_from_hidden(hidden: torch.Tensor, lm_head: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor,
+                         chunk_tokens: int | None = None, grad: bool = False) -> torch.Tensor:
     """``log softmax(lm_head(hidden))[ids]`` in fp32, in token chunks (each chunk's logits are
-    recomputed in backward when ``grad``), so the (B*T, V) logits are never all in memory."""
+    recomputed in backward when ``grad``), so the (B*T, V) logits are never all in memory.
+    ``chunk_tokens`` None: ``harness.chunking.tokens_per_chunk(V)`` (a byte budget per chunk)."""
     b, t, h = hidden.shape
+    if chunk_tokens is None:
+        chunk_tokens = tokens_per_chunk(_vocab_size(lm_head))
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     flat_h, flat_ids = hidden.reshape(b * t, h), ids.reshape(b * t).to(hidden.device)
 
     def piece(hh: torch.Tensor, ii: torch.Tensor) -> torch.Tensor:
@@ -306,6 +312,16 @@ def logprobs_from_hidden(hidden: torch.Tensor, lm_head: torch.nn.Module, ids: to
         hh, ii = flat_h[start:start + chunk_tokens], flat_ids[start:start + chunk_tokens]
         out.append(checkpoint(piece, hh, ii, use_reentrant=False) if grad and hh.requires_grad else piece(hh, ii))
     return torch.cat(out).reshape(b, t) if out else hidden.new_zeros((b, t), dtype=torch.float32)
+
+
+def _vocab_size(lm_head: Callable[[torch.Tensor], torch.Tensor]) -> int:
+    """Output size of the language-model head (its weight's rows); a head without a weight (a
+    plain function) needs an explicit ``chunk_tokens``."""
+    weight = getattr(lm_head, "weight", None)
+    if weight is None:
+        raise ValueError("lm_head has no weight to size chunks by: pass chunk_tokens "
+                         "(harness.chunking.tokens_per_chunk(V))")
+    return int(weight.shape[0])
 
 
 def end_of_turn_id(tokenizer: Any) -> int:

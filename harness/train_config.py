@@ -147,9 +147,13 @@ class OnlineConfig(TrainConfig):
     the clip acts."""
     ppo_epochs: int = 1
     """Passes over the rollout batch (verl ``ppo_epochs`` default 1)."""
-    recompute_old_logp: bool = True
-    """Recompute pi_old log-probs with a trainer forward pass instead of trusting the engine's
-    (verl does the same: the rollout engine's numerics differ from the trainer's)."""
+    recompute_old_logp: Literal["auto", "always", "never"] | bool = "auto"
+    """Where pi_old log-probs come from. ``always``: a no-grad trainer forward every step (verl's
+    default: a separate rollout engine's numerics differ from the trainer's). ``never``: the
+    engine's own ``old_logp``. ``auto``: the engine's when they are the trainer's quantity
+    (harness.trainer.engine_logp_exact: the HF engine on the policy's own model object, single
+    turn), else recomputed; decided once per run and logged as the ``old_logp_recomputed``
+    metric. ``true`` / ``false`` (older configs) mean ``always`` / ``never``."""
     rollout_batch_size: int = 8
     """Prompts per generate call (memory only)."""
     rollout_engine: Literal["hf", "vllm"] = "hf"
@@ -177,6 +181,8 @@ class OnlineConfig(TrainConfig):
             from harness.tools import resolve_tools
 
             resolve_tools(list(self.tools))  # unknown names fail here, naming the known tools
+        if self.recompute_old_logp not in (True, False, "auto", "always", "never"):
+            raise ValueError(f"recompute_old_logp must be auto, always or never, got {self.recompute_old_logp!r}")
         if self.num_generations < 1 or self.prompts_per_step < 1:
             raise ValueError("prompts_per_step and num_generations must be >= 1")
         rows = self.prompts_per_step * self.num_generations

@@ -275,6 +275,46 @@ def default_engine(ctx: Context) -> Any:
     return engine
 
 
+def _unwrap(model: Any) -> Any:
+    return getattr(model, "module", model)  # DDP / DeepSpeed wrappers
+
+
+def engine_logp_exact(engine: Any, ctx: Context) -> tuple[bool, str]:
+    """Whether ``engine``'s ``old_logp`` are the trainer's own pi_old log-probs, and why.
+
+    True only for transformers' ``generate`` on the policy's own model object (so the same
+    weights at the same version, the same dtype and the same autocast as the trainer's forward)
+    rendering the trainer's view, single turn. That engine records each token's log-prob under the
+    raw distribution before any sampling transform (temperature, top-p, token bans:
+    harness.rollout.hf), which is what the trainer scores; the values differ from a trainer
+    forward only by summation order (incremental decoding with a KV cache), ~5e-7 in fp32. vLLM
+    (own kernels, own copy of the weights), a copy of the policy (possibly in another dtype) and
+    multi-turn rollouts (contexts re-rendered per round) are not exact."""
+    if type(engine) is not HFRolloutEngine:
+        return False, f"{type(engine).__name__} computes its log-probs apart from the trainer"
+    if _unwrap(engine.bundle.model) is not _unwrap(ctx.policy.model):
+        return False, "the engine samples from a copy of the policy, not the trained model object"
+    if engine.view != ctx.cfg.view:
+        return False, f"the engine renders view {engine.view!r}, the trainer scores {ctx.cfg.view!r}"
+    return True, "transformers generate on the trained model itself (same weights, dtype and autocast)"
+
+
+def recompute_old_logp(engine: Any, ctx: Context) -> bool:
+    """The run's decision for ``cfg.recompute_old_logp`` (see ``OnlineConfig``), logged with its reason."""
+    mode = ctx.cfg.recompute_old_logp
+    if isinstance(mode, bool):  # older configs
+        mode = "always" if mode else "never"
+    if mode == "auto":
+        exact, why = engine_logp_exact(engine, ctx)
+        recompute = not exact
+    else:
+        recompute, why = mode == "always", "set in the config"
+    if ctx.strategy.is_main:
+        logger.info("old log-probs: %s (recompute_old_logp=%s: %s)",
+                    "recomputed by a trainer forward" if recompute else "the engine's", mode, why)
+    return recompute
+
+
 def online_step_builder(method: OnlineMethod, reward_fn: RewardFn | None,
                         make_engine: Callable[[Context], Any] = default_engine) -> Callable[[Context], StepFn]:
     """The online step: rollout -> reward (when a reward function is given) -> (old log-probs)
@@ -286,6 +326,7 @@ def online_step_builder(method: OnlineMethod, reward_fn: RewardFn | None,
     def build(ctx: Context) -> StepFn:
         cfg: OnlineConfig = ctx.cfg  # type: ignore[assignment]
         engine = make_engine(ctx)
+        recompute = recompute_old_logp(engine, ctx)
         method.setup(ctx)
         model = ctx.policy.model
         forward = forward_fn(ctx, method.views)
@@ -305,7 +346,7 @@ def online_step_builder(method: OnlineMethod, reward_fn: RewardFn | None,
             t_gen = time.perf_counter() - t0
             if reward_fn is not None:
                 traj.rewards = reward_fn(traj).to(torch.float32).to(traj.response_ids.device)
-            if cfg.recompute_old_logp:
+            if recompute:
                 with torch.no_grad():
                     traj.old_logp = policy_logprobs(ctx, traj, grad=False).detach()
             with autocast(ctx):
@@ -328,6 +369,7 @@ def online_step_builder(method: OnlineMethod, reward_fn: RewardFn | None,
             for k in updates[0]:
                 metrics[k] = sum(u[k] for u in updates) / len(updates)
             metrics["loss_first_update"] = updates[0]["loss"]
+            metrics["old_logp_recomputed"] = float(recompute)
             metrics["time_generate_s"] = round(t_gen, 4)
             return metrics
 

@@ -50,6 +50,9 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 256
     seed: int | None = None
+    logprobs: bool = True
+    """Record ``old_logp``; False (evaluation, which never reads them) lets an engine skip the
+    per-token log-softmax over the vocabulary and return zeros (the HF engine does)."""
 
 
 @dataclass

@@ -56,12 +56,19 @@ def resolved_vold_configs() -> dict[str, dict]:
     return out
 
 
+# Deliberate changes of a shared default since the snapshot: (before, now) per field.
+# recompute_old_logp: "auto" recomputes for every engine but the HF engine on the trained model
+# itself, whose old log-probs are the same quantity (docs/design.md, issue 18).
+CHANGED_ON_PURPOSE = {"recompute_old_logp": (True, "auto")}
+
+
 def test_vold_configs_are_unchanged_field_by_field() -> None:
     now = json.loads(json.dumps(resolved_vold_configs(), default=str))
     assert sorted(now) == sorted(SNAPSHOT)
     for key, before in SNAPSHOT.items():
         changed = {f: (before.get(f), now[key].get(f)) for f in set(before) | set(now[key])
-                   if before.get(f) != now[key].get(f)}
+                   if before.get(f) != now[key].get(f)
+                   and CHANGED_ON_PURPOSE.get(f) != (before.get(f), now[key].get(f))}
         assert not changed, f"{key}: {changed}"
 
 

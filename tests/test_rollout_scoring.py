@@ -256,3 +256,14 @@ def test_placeholder_tokens_are_never_sampled(bundles):
     traj.response_ids[0, 0] = pad
     with pytest.raises(ValueError, match=r"response row 0 contains <\|image_pad\|>"):
         token_logprobs(bundle, traj)
+
+
+def test_without_logprobs_the_same_tokens_and_zero_old_logp(bundles):
+    """``SamplingParams(logprobs=False)`` (evaluation) skips the recorder: same responses, zeros."""
+    engine = HFRolloutEngine(bundles["qwen2_5_vl"], batch_size=2, progress=False)
+    for temperature in (0.0, 1.0):
+        with_lp = engine.generate(_samples(), SamplingParams(n=2, temperature=temperature, max_new_tokens=6, seed=3))
+        without = engine.generate(_samples(), SamplingParams(n=2, temperature=temperature, max_new_tokens=6, seed=3,
+                                                             logprobs=False))
+        assert torch.equal(with_lp.response_ids, without.response_ids) and with_lp.texts == without.texts
+        assert (without.old_logp == 0).all() and (with_lp.old_logp[with_lp.response_mask.bool()] < 0).all()

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from harness import losses
+from harness.chunking import tokens_per_chunk
 from harness.forward import Forward
 from harness.models import load_teacher, resolve_model_name
 from harness.reward_registry import make_reward_fn
@@ -62,7 +63,8 @@ class OPD(OnlineMethod):
                 traj.extras["teacher_topk_ids"] = top.ids.to(torch.int32)
                 traj.extras["teacher_topk_logq"] = top.logq.float()
             with torch.no_grad():
-                lp = logprobs_from_hidden(hidden, lambda h: h @ weight.t().to(h.dtype), traj.response_ids)
+                lp = logprobs_from_hidden(hidden, lambda h: h @ weight.t().to(h.dtype), traj.response_ids,
+                                          chunk_tokens=tokens_per_chunk(weight.shape[0]))
             traj.extras["teacher_logp"] = lp * traj.response_mask.to(lp.dtype)
         else:
             traj.extras["teacher_logp"] = token_logprobs(self.teacher, traj, cfg.teacher_view, grad=False,
