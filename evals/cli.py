@@ -8,6 +8,7 @@ import sys
 from tabulate import tabulate
 
 from harness.cli_errors import EXIT_USER_ERROR, run_reporting_errors
+from harness.train_config import VLLMSettings
 
 SMOKE_MAX_NEW_TOKENS = 16     # as reproduce's smoke profile: a tiny model rarely stops by itself
 FULL_MAX_NEW_TOKENS = 1024
@@ -65,7 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None,
                    help="output directory (records, summaries); default runs/evals/<model> (git-ignored)")
     r.add_argument("--device", default="auto", help="auto (cuda when available, else cpu) | cpu | cuda | cuda:N")
-    r.add_argument("--dtype", default="float32")
+    r.add_argument("--dtype", default=None, help="default float32 (engine hf) / bfloat16 (engine vllm)")
+    v = r.add_argument_group("engine vllm")
+    v.add_argument("--gpu-memory-utilization", type=float, default=None, help="share of GPU memory (default 0.5)")
+    v.add_argument("--tensor-parallel-size", type=int, default=None, help="GPUs per engine (default 1)")
+    v.add_argument("--max-model-len", type=int, default=None, help="prompt + response tokens (default: the model's)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--no-progress", action="store_true")
     f = sub.add_parser("score-file", help="score a prediction file in VLMEvalKit's layout ({model}_{dataset}.tsv)")
@@ -120,6 +125,13 @@ def _main(args: argparse.Namespace) -> int:
         args.max_new_tokens = default_max_new_tokens(args.profile, args.model, args.source)
     args.out = args.out or default_out(args.model)
     args.device = resolve_device(args.device)
+    vllm_flags = {k: getattr(args, k) for k in ("gpu_memory_utilization", "tensor_parallel_size", "max_model_len")
+                  if getattr(args, k) is not None}
+    if vllm_flags and args.engine != "vllm":
+        print(f"evals: error: --{next(iter(vllm_flags)).replace('_', '-')} is a setting of --engine vllm",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    args.dtype = args.dtype or ("bfloat16" if args.engine == "vllm" else "float32")
     temperature = args.temperature if args.temperature is not None else (1.0 if args.mode == "sample" else 0.0)
     try:
         summaries = run(args.model, args.benchmarks, out_dir=args.out, limit=args.limit, engine=args.engine,
@@ -128,7 +140,8 @@ def _main(args: argparse.Namespace) -> int:
                         judge_api_key_env=args.judge_api_key_env,
                         batch_size=args.batch_size, system=args.system, seed=args.seed, device=args.device,
                         dtype=args.dtype, smoke_n=args.smoke_n, progress=not args.no_progress,
-                        tool_rounds=args.tool_rounds)
+                        tool_rounds=args.tool_rounds,
+                        vllm=VLLMSettings(**vllm_flags) if args.engine == "vllm" else None)
     except (KeyError, ValueError) as e:  # unknown names, bad settings (EvalConfigError names the file)
         print(f"evals: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -26,9 +26,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from harness.train_config import VLLMSettings
 
 from harness.durable import atomic_write_text
 from harness.run_dir import require_directory
@@ -81,8 +84,10 @@ def read_records(path: Path) -> list[dict]:
 
 
 def make_engine(model: str, engine: str = "hf", *, batch_size: int = 8, device: str = "cpu",
-                dtype: str = "float32") -> RolloutEngine:
-    """A rollout engine for ``model`` (path, hub id, or ``smoke:<kind>`` for a tiny smoke model)."""
+                dtype: str = "float32", vllm: "VLLMSettings | None" = None) -> RolloutEngine:
+    """A rollout engine for ``model`` (path, hub id, or ``smoke:<kind>`` for a tiny smoke model).
+    ``vllm``: the vLLM engine's settings (``harness.train_config.VLLMSettings``; engine ``vllm``);
+    vLLM places the model itself (its CUDA or CPU build), so ``device`` can only be cpu / cuda."""
     from harness.models import resolve_model_name
     model = resolve_model_name(model)
     if engine == "hf":
@@ -92,8 +97,12 @@ def make_engine(model: str, engine: str = "hf", *, batch_size: int = 8, device: 
         return HFRolloutEngine(bundle, batch_size=batch_size)
     if engine == "vllm":
         from harness.rollout.vllm import VLLMRolloutEngine
-        try:
-            return VLLMRolloutEngine(model)  # raises ImportError naming the gpu extra without vLLM
+        from harness.train_config import VLLMSettings
+        if device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device {device!r} with engine vllm: vLLM chooses its GPUs itself; select them with "
+                             "CUDA_VISIBLE_DEVICES (and the tensor-parallel size)")
+        try:  # raises ImportError naming the gpu extra without vLLM
+            return VLLMRolloutEngine(model, dtype=dtype, **(vllm or VLLMSettings()).engine_kwargs())
         except ImportError as e:
             raise ValueError(f"engine 'vllm' is not available here ({e})") from e
     raise ValueError(f"unknown engine {engine!r}; known: hf, vllm")
@@ -175,7 +184,8 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         batch_size: int = 8, system: str | None = None, seed: int = 0, device: str = "cpu",
         dtype: str = "float32", smoke_n: int = 2, progress: bool = True,
         on_record: Callable[[dict], None] | None = None, tool_rounds: int = 0,
-        tools: tuple[str, ...] | list[str] = ("crop_image",), sort_by_length: bool = True) -> dict[str, dict]:
+        tools: tuple[str, ...] | list[str] = ("crop_image",), sort_by_length: bool = True,
+        vllm: "VLLMSettings | None" = None) -> dict[str, dict]:
     """Evaluate ``model`` on ``benchmarks``; returns {benchmark: summary} (also written to disk).
 
     ``mode="greedy"`` is Acc@1 (temperature 0, k 1); ``mode="sample"`` draws ``k`` responses per
@@ -195,7 +205,8 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
     or an error message is never taken for the answer); each record lists its calls
     (``tool_calls``) and keeps the whole trajectories, observations included (``trajectories``). Without ``system`` the
     system prompt is ``harness.tools.tool_system_prompt(tools)``. ``max_new_tokens`` bounds the
-    generated tokens of a response over all its rounds.
+    generated tokens of a response over all its rounds. ``vllm``: engine ``vllm``'s settings
+    (``harness.train_config.VLLMSettings``: memory share, tensor parallel size, max length).
 
     Throughput: pending samples are generated ``batch_size`` at a time in batches of similar
     prompt length (``sort_by_length``, see ``batches``; records are keyed by id, so summaries and
@@ -253,7 +264,7 @@ def run(model: str, benchmarks: str | list[str], *, out_dir: str | Path, limit: 
         pending = [s for s in samples if s.id not in done]
         if pending and engine_obj is None:
             engine_obj = _with_tools(make_engine(model_name, str(engine), batch_size=batch_size, device=device,
-                                                 dtype=dtype), tools, tool_rounds)
+                                                 dtype=dtype, vllm=vllm), tools, tool_rounds)
         bar = tqdm(total=len(samples), initial=len(samples) - len(pending), desc=name, disable=not progress,
                    unit="sample")
         repair_torn_tail(rec_path)          # a crash mid-write leaves a cut-off last line: drop it

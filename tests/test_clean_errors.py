@@ -120,12 +120,18 @@ def test_out_pointing_at_a_file_is_one_line_in_every_cli(tmp_path, capsys):
 
 
 def test_unreachable_hub_is_one_line(tmp_path):
-    """A paper-profile table needs the hub: offline, ``reproduce`` says so in one line."""
+    """A paper-profile table needs the hub: offline, the pre-flight lists each missing source on a
+    line of its own and starts nothing; past it (``--skip-preflight``) the first hub access fails
+    in one line."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO),
            "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "reproduce.cli", "table1", "--paper", "vold", "--profile", "paper",
-                           "--out", str(tmp_path / "rp"), "--fail-fast"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "reproduce.cli", "table1", "--paper", "vold", "--profile", "paper",
+           "--out", str(tmp_path / "rp"), "--fail-fast"]
+    pre = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert pre.returncode == 2 and "Traceback" not in pre.stderr, pre.stderr[-2000:]
+    assert "pre-flight: model Qwen/Qwen2.5-VL-3B-Instruct" in pre.stderr and not (tmp_path / "rp").exists()
+    proc = subprocess.run(cmd + ["--skip-preflight"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
     lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and lines == [lines[-1]] and "cannot reach" in lines[-1]

@@ -92,3 +92,34 @@ def test_traces_engine_gets_the_settings(monkeypatch):
                                                                             tensor_parallel_size=4))
     assert _default_engine(cfg) == "engine"
     assert made["gpu_memory_utilization"] == 0.9 and made["tensor_parallel_size"] == 4 and made["path"] == "org/teacher"
+
+
+def test_evals_vllm_engine_takes_dtype_and_settings(monkeypatch, tmp_path):
+    """``evals run --engine vllm`` passes --dtype (default bfloat16) and the vLLM settings to the
+    engine, refuses a device index (vLLM picks its GPUs), and the vLLM flags need --engine vllm."""
+    from evals import cli
+    from evals.runner import make_engine
+
+    made = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(path, **kw):
+        made.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(vllm_mod, "VLLMRolloutEngine", fake)
+    with pytest.raises(Stop):
+        make_engine("smoke:qwen3", "vllm", dtype="float16", vllm=VLLMSettings(tensor_parallel_size=2))
+    assert made["dtype"] == "float16" and made["tensor_parallel_size"] == 2
+    with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES"):
+        make_engine("smoke:qwen3", "vllm", device="cuda:1")
+    made.clear()
+    with pytest.raises(Stop):
+        cli.main(["run", "--model", "smoke:qwen3", "--benchmarks", "mathvista", "--source", "smoke", "--engine",
+                  "vllm", "--gpu-memory-utilization", "0.3", "--max-model-len", "512", "--out", str(tmp_path),
+                  "--no-progress", "--device", "cpu"])
+    assert made["dtype"] == "bfloat16" and made["gpu_memory_utilization"] == 0.3 and made["max_model_len"] == 512
+    assert cli.main(["run", "--model", "smoke:qwen3", "--benchmarks", "mathvista", "--gpu-memory-utilization",
+                     "0.3", "--out", str(tmp_path)]) == 2
