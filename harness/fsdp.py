@@ -2,7 +2,7 @@
 sharded over the ranks.
 
 Each block the model names in ``_no_split_modules`` (its transformer layers) is its own shard
-group, then the root takes the rest. Gradients follow harness.distributed's convention: the
+group, and so is every other module owning parameters (``shard_groups``). Gradients follow harness.distributed's convention: the
 reduce-scatter *sums* over ranks (gradient divide factor 1), and accumulates over micro-batches
 in the sharded gradient. Every rank must run the same number of forwards and backwards (the
 trainer's even shards and micro-batch counts give that; transformers' ``generate`` syncs ranks
@@ -27,11 +27,41 @@ from harness.distributed import TorchDDP, named_objectives_unsupported
 DCP_DIR = "dcp"
 
 
-def shard_groups(model: nn.Module) -> list[nn.Module]:
-    """The submodules that become their own FSDP2 group: instances of the classes in the
-    model's ``_no_split_modules`` (its decoder / vision blocks)."""
+def shard_groups(model: nn.Module) -> list[list[nn.Module]]:
+    """The FSDP2 groups: each block the model names in ``_no_split_modules`` (its decoder /
+    vision layers), then every other module that owns parameters directly (embeddings, norms,
+    ``lm_head``, projectors), modules sharing a parameter (tied embeddings) in one group.
+
+    There is deliberately no root group: the scorers call the backbone and ``lm_head`` directly
+    (harness.scoring), so parameters unsharded only by the top-level forward would stay sharded.
+    """
     names = set(getattr(model, "_no_split_modules", None) or ())
-    return [m for m in model.modules() if m is not model and type(m).__name__ in names]
+    blocks: list[nn.Module] = []
+    inside: set[int] = set()
+    for m in model.modules():
+        if type(m).__name__ in names and id(m) not in inside:
+            blocks.append(m)
+            inside.update(id(x) for x in m.modules())
+    groups: list[list[nn.Module]] = []
+    group_of: dict[int, int] = {}  # parameter id -> index in groups
+    for m in model.modules():
+        own = [id(p) for p in m.parameters(recurse=False)]
+        if id(m) in inside or not own:
+            continue
+        hit = sorted({group_of[i] for i in own if i in group_of})
+        if hit:  # shares a parameter with earlier groups: merge them into the first
+            first = groups[hit[0]]
+            for j in reversed(hit[1:]):
+                first += groups[j]
+                groups[j] = []
+            first.append(m)
+        else:
+            groups.append([m])
+        idx = next(k for k, g in enumerate(groups) if m in g)
+        for g_mod in groups[idx]:
+            for q in g_mod.parameters(recurse=False):
+                group_of[id(q)] = idx
+    return [[b] for b in blocks] + [g for g in groups if g]
 
 
 class FSDP2(TorchDDP):
@@ -42,14 +72,12 @@ class FSDP2(TorchDDP):
     def wrap(self, model, make_optimizer, max_grad_norm=None):
         self.broadcast_weights(model)  # the same initial weights on every rank, then shard them
         mesh = init_device_mesh(self.device.split(":")[0], (self.world_size,))
-        groups = shard_groups(model)
-        for block in groups:
-            fully_shard(block, mesh=mesh)
-        fully_shard(model, mesh=mesh)
-        for module in [*groups, model]:  # per group: sum over ranks (losses carry global denominators)
-            assert isinstance(module, FSDPModule)
-            module.set_gradient_divide_factor(1.0)
-            module.set_force_sum_reduction_for_comms(True)  # plain SUM: gloo has no PREMUL_SUM / AVG
+        for group in shard_groups(model):
+            fully_shard(group if len(group) > 1 else group[0], mesh=mesh)
+            for module in group:  # sum over ranks (losses carry global denominators)
+                assert isinstance(module, FSDPModule)
+                module.set_gradient_divide_factor(1.0)
+                module.set_force_sum_reduction_for_comms(True)  # plain SUM: gloo has no PREMUL_SUM / AVG
         return model, make_optimizer(model)
 
     def step(self, model, optimizer, max_grad_norm, reduce=True):
