@@ -81,6 +81,9 @@ class DeepSpeedZeRO(TorchDDP):
         return self.engine.module, optimizer  # the scheduler drives the torch optimizer's groups
 
     def backward(self, loss: torch.Tensor) -> None:
+        # What engine.forward does first (the trainer calls the module itself): ZeRO-3 counts its
+        # micro-steps here, and without it a second backward overwrites the first's gradients.
+        self.engine.optimizer.clear_backward_seen_flag()
         self.engine.backward(loss * self.world_size)  # ZeRO averages; the convention sums
 
     def step(self, model, optimizer, max_grad_norm, reduce=True):
@@ -106,5 +109,5 @@ class DeepSpeedZeRO(TorchDDP):
 
     def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         if self.stage == 3:  # gathered module by module onto rank 0
-            return dict(self.engine._zero3_consolidated_16bit_state_dict())
+            return dict(self.engine._zero3_consolidated_16bit_state_dict() or {})  # None off rank 0
         return model.state_dict()
