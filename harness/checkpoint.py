@@ -5,7 +5,10 @@
 (torch / CUDA / Python / NumPy generators of each rank) and ``state.json`` (step, data position,
 world size, and ``files``: the size and CRC-32 of every other file under the directory, at any
 depth, so sharded layouts such as DeepSpeed's ``global_step*/`` or torch.distributed.checkpoint's
-``*.distcp`` are covered by the same check).
+``*.distcp`` are covered by the same check). Under a sharded strategy (``fsdp``, ``zero2``,
+``zero3``) the weights and optimizer state are the engine's own files instead of
+``model.safetensors`` / ``optimizer.pt``: ``dcp/`` (torch.distributed.checkpoint) or ``zero/``
+(DeepSpeed), written and read by every rank (``Strategy.save_shards`` / ``load_shards``).
 
 Writing: a checkpoint is built in a hidden temporary directory, every file and the directory are
 fsynced, the directory is renamed into place and its parent fsynced, so a ``step_N`` directory
@@ -310,13 +313,20 @@ def save_checkpoint(checkpoints: Path, step: int, model: nn.Module, optimizer: t
         if _is_no_space(e):
             raise _no_space(rng_file, f"checkpoint step {step}") from e
         raise
+    try:
+        sharded = strategy.save_shards(tmp, model, optimizer)  # collective; False: plain files below
+    except BaseException as e:
+        if _is_no_space(e):
+            raise _no_space(tmp, f"checkpoint step {step}") from e
+        raise
     strategy.barrier()
     if strategy.is_main:
-        main_files = ("model.safetensors", "optimizer.pt", "scheduler.pt", STATE)
+        main_files = ("scheduler.pt", STATE) if sharded else ("model.safetensors", "optimizer.pt", "scheduler.pt", STATE)
         for attempt in range(2):
             try:
-                _write(tmp / "model.safetensors", lambda f: f.write(_state_dict_bytes(model)))
-                _write(tmp / "optimizer.pt", lambda f: torch.save(optimizer.state_dict(), f))
+                if not sharded:
+                    _write(tmp / "model.safetensors", lambda f: f.write(_state_dict_bytes(model)))
+                    _write(tmp / "optimizer.pt", lambda f: torch.save(optimizer.state_dict(), f))
                 _write(tmp / "scheduler.pt", lambda f: torch.save(scheduler.state_dict(), f))
                 write_state(tmp, {"step": step, "data": data_state, "world_size": strategy.world_size})
                 break
@@ -348,12 +358,13 @@ def load_checkpoint(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.O
     if state.get("world_size", 1) != strategy.world_size:
         raise RunError(f"{ckpt.path}: saved with world size {state['world_size']}, now "
                            f"{strategy.world_size}; resume with the same number of processes")
-    missing, unexpected = safetensors.torch.load_model(model, str(ckpt.path / "model.safetensors"),
-                                                       strict=False, device=str(next(model.parameters()).device))
-    if missing or unexpected:
-        raise RunError(f"{ckpt.path / 'model.safetensors'}: does not match the model "
+    if not strategy.load_shards(ckpt.path, model, optimizer):
+        missing, unexpected = safetensors.torch.load_model(model, str(ckpt.path / "model.safetensors"), strict=False,
+                                                           device=str(next(model.parameters()).device))
+        if missing or unexpected:
+            raise RunError(f"{ckpt.path / 'model.safetensors'}: does not match the model "
                            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-    optimizer.load_state_dict(torch.load(ckpt.path / "optimizer.pt", weights_only=True))
+        optimizer.load_state_dict(torch.load(ckpt.path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(ckpt.path / "scheduler.pt", weights_only=True))
     set_rng_state(torch.load(ckpt.path / f"rng_{strategy.rank}.pt", weights_only=True))
 
@@ -366,13 +377,15 @@ def _prune(checkpoints: Path, keep: int, newest: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def save_final(out: Path, model: nn.Module, tokenizer: Any = None, processor: Any = None) -> Path:
+def save_final(out: Path, model: nn.Module, tokenizer: Any = None, processor: Any = None,
+               state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """``save_pretrained`` model (safetensors) + tokenizer + processor into ``out``, atomically and
-    durably (files fsynced, directory renamed into place, parent fsynced)."""
+    durably (files fsynced, directory renamed into place, parent fsynced). ``state_dict``: the
+    full weights when the model itself is sharded (``Strategy.full_state_dict``)."""
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         for extra in (tokenizer, processor):
             if extra is not None:
                 extra.save_pretrained(tmp)

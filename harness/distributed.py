@@ -12,17 +12,24 @@ data-parallel test (tests/test_trainer_distributed.py) checks 2 processes == 1 p
 
 Launch is torchrun-compatible: ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``MASTER_ADDR`` /
 ``MASTER_PORT`` from the environment.
+
+Strategies (``TrainConfig.distributed``; docs/scale_out.md): ``single``, ``ddp`` (this module),
+``fsdp`` (torch FSDP2, harness.fsdp), ``zero2`` / ``zero3`` (DeepSpeed ZeRO, harness.deepspeed_zero).
+The sharded ones keep model and optimizer state in their own checkpoint formats
+(``save_shards`` / ``load_shards``) and gather full weights for the final model (``full_state_dict``).
 """
 from __future__ import annotations
 
 import os
-from typing import Literal
+from pathlib import Path
+from typing import Callable, Literal
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-StrategyName = Literal["auto", "single", "ddp", "deepspeed", "fsdp"]
+StrategyName = Literal["auto", "single", "ddp", "fsdp", "zero2", "zero3"]
+MakeOptimizer = Callable[[nn.Module], torch.optim.Optimizer]
 
 
 class Strategy:
@@ -38,9 +45,26 @@ class Strategy:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Prepare model and optimizer for training (engines may return wrapped objects)."""
-        return model, optimizer
+    def wrap(self, model: nn.Module, make_optimizer: MakeOptimizer, max_grad_norm: float | None = None
+             ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Prepare the model (shard it, for the sharded strategies), then build its optimizer with
+        ``make_optimizer``; returns the model to call and the torch optimizer (for the scheduler).
+        ``max_grad_norm`` is the clip the engine applies where it clips itself (DeepSpeed)."""
+        return model, make_optimizer(model)
+
+    def save_shards(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+        """Write model and optimizer state in this engine's sharded format under ``path``
+        (collective); False: the strategy uses the plain files of harness.checkpoint instead."""
+        return False
+
+    def load_shards(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+        """Read back what ``save_shards`` wrote (collective); False as ``save_shards``."""
+        return False
+
+    def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The full (unsharded) weights on the main rank, for ``save_pretrained`` (collective;
+        other ranks may get an empty dict)."""
+        return model.state_dict()
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -102,11 +126,16 @@ class TorchDDP(Strategy):
         self._owns_group = True
         self.bucket_numel = int(bucket_mb * 2**20 / 4)
 
-    def wrap(self, model, optimizer):
+    def wrap(self, model, make_optimizer, max_grad_norm=None):
+        self.broadcast_weights(model)
+        return model, make_optimizer(model)
+
+    @staticmethod
+    def broadcast_weights(model: nn.Module) -> None:
+        """Rank 0's parameters and buffers on every rank."""
         with torch.no_grad():
             for t in list(model.parameters()) + list(model.buffers()):
                 dist.broadcast(t.data, src=0)
-        return model, optimizer
 
     def _reduce_gradients(self, params):
         # Every rank must issue identical collectives: a parameter that got no gradient on this
@@ -155,47 +184,40 @@ class TorchDDP(Strategy):
             dist.destroy_process_group()
 
 
-class _NotAvailable(Strategy):
-    """A strategy slot whose backend is not wired in yet; selecting it is a clear error."""
+def _fsdp(device: str = "auto") -> Strategy:
+    from harness.fsdp import FSDP2
 
-    package = ""
-
-    def __init__(self, device: str = "auto", **_: object):
-        try:
-            __import__(self.package)
-            why = f"the {self.name!r} strategy is not implemented yet"
-        except ImportError:
-            why = f"the {self.name!r} strategy needs the {self.package!r} package, which is not installed"
-        raise NotImplementedError(
-            f"distributed={self.name}: {why}. It plugs in by subclassing harness.distributed.Strategy "
-            f"(wrap / backward / step / all_reduce / barrier); use distributed=ddp (torchrun) or single.")
+    return FSDP2(device)
 
 
-class DeepSpeedZeRO(_NotAvailable):
-    """Seam for DeepSpeed ZeRO: ``wrap`` -> ``deepspeed.initialize``, ``backward`` / ``step`` ->
-    the engine's. With global loss denominators the engine's gradient averaging must be undone
-    (scale the loss by the world size), as documented above."""
+def _zero(stage: int) -> Callable[[str], Strategy]:
+    def make(device: str = "auto") -> Strategy:
+        from harness.deepspeed_zero import DeepSpeedZeRO
 
-    name, package = "deepspeed", "deepspeed"
+        return DeepSpeedZeRO(device, stage=stage)
 
-
-class FSDP(_NotAvailable):
-    """Seam for ``torch.distributed.fsdp`` (FSDP2 ``fully_shard``); same gradient convention."""
-
-    name, package = "fsdp", "torch.distributed.fsdp"
+    return make
 
 
-STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": TorchDDP, "deepspeed": DeepSpeedZeRO,
-                                         "fsdp": FSDP}
+STRATEGIES: dict[str, Callable[[str], Strategy]] = {"single": Strategy, "ddp": TorchDDP, "fsdp": _fsdp,
+                                                   "zero2": _zero(2), "zero3": _zero(3)}
+SHARDED = ("fsdp", "zero2", "zero3")
 
 
 def make_strategy(name: StrategyName = "auto", device: str = "auto") -> Strategy:
-    """``auto``: ``ddp`` when launched with ``WORLD_SIZE`` > 1 (torchrun), else ``single``."""
+    """``auto``: ``ddp`` when launched with ``WORLD_SIZE`` > 1 (torchrun), else ``single``.
+    The sharded strategies (``fsdp``, ``zero2``, ``zero3``) are imported only when selected."""
     if name == "auto":
         name = "ddp" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "single"
     if name not in STRATEGIES:
         raise ValueError(f"distributed={name!r}: expected one of {sorted(STRATEGIES)} or 'auto'")
-    return STRATEGIES[name](device=device)
+    return STRATEGIES[name](device)
+
+
+def named_objectives_unsupported(name: str) -> NotImplementedError:
+    """The error of a sharded strategy given a method with named objectives (``combine``)."""
+    return NotImplementedError(f"distributed={name}: methods with named objectives (a custom combine, e.g. "
+                               f"VGS) need whole gradients on every rank; use distributed=ddp or single")
 
 
 def _pick_device(device: str, local_rank: int) -> str:

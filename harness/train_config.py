@@ -73,8 +73,9 @@ class TrainConfig:
     save_every: int = 10
     """Checkpoint every N steps (and always at the last step)."""
     keep_checkpoints: int = 2
-    distributed: Literal["auto", "single", "ddp", "deepspeed", "fsdp"] = "auto"
-    """``auto``: torch DDP when launched by torchrun with WORLD_SIZE > 1, else single process."""
+    distributed: Literal["auto", "single", "ddp", "fsdp", "zero2", "zero3"] = "auto"
+    """``auto``: torch DDP when launched by torchrun with WORLD_SIZE > 1, else single process.
+    ``fsdp``: torch FSDP2; ``zero2`` / ``zero3``: DeepSpeed ZeRO (docs/scale_out.md)."""
     device: str = "auto"
 
     def __post_init__(self) -> None:

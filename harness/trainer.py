@@ -137,10 +137,10 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, load_data: Callable[[
         strategy.barrier()
         seed_everything(cfg.seed + strategy.rank)
         policy = load_policy(cfg, strategy)
-        optimizer = build_optimizer(policy.model, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
-                                    cfg.adam_eps)
+        policy.model, optimizer = strategy.wrap(
+            policy.model, lambda m: build_optimizer(m, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
+                                                    cfg.adam_eps), cfg.max_grad_norm)
         scheduler = build_scheduler(optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
-        policy.model, optimizer = strategy.wrap(policy.model, optimizer)
         start = 0
         ckpt, unusable = find_checkpoint(run.checkpoints)
         if strategy.is_main:
@@ -179,9 +179,11 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *, load_data: Callable[[
                                 {"sampler": sampler.state_dict()}, strategy, keep=cfg.keep_checkpoints)
         if end < cfg.steps:
             return None
+        weights = strategy.full_state_dict(policy.model)  # collective: gathered on the main rank
         if strategy.is_main:
-            make_room(run.checkpoints, 2 * sum(p.numel() * p.element_size() for p in policy.model.parameters()))
-            save_final(run.final, policy.model, getattr(policy, "tokenizer", None), getattr(policy, "processor", None))
+            make_room(run.checkpoints, 2 * sum(t.numel() * t.element_size() for t in weights.values()))
+            save_final(run.final, policy.model, getattr(policy, "tokenizer", None), getattr(policy, "processor", None),
+                       state_dict=weights)
             run.mark_complete({"steps": cfg.steps, "final": str(run.final)})
         strategy.barrier()
         return run.final

@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from harness.distributed import DeepSpeedZeRO, FSDP, Strategy, TorchDDP, make_strategy
+from harness.distributed import Strategy, TorchDDP, make_strategy
 from harness.update import accumulate_update, select_rows
 from trainer_helpers import fixed_batch, forward_of, logp_of, tiny_lm
 
@@ -164,14 +164,16 @@ def test_local_normalisation_would_have_been_caught():
     assert any(not torch.allclose(delta[n], ref[n], atol=1e-6) for n in ref)
 
 
-def test_placeholder_strategies_fail_clearly():
-    for cls, word in ((DeepSpeedZeRO, "deepspeed"), (FSDP, "fsdp")):
-        with pytest.raises(NotImplementedError, match=word):
-            cls("cpu")
-    with pytest.raises(NotImplementedError, match="deepspeed"):
-        make_strategy("deepspeed", "cpu")
+def test_strategy_names_fail_clearly(monkeypatch):
+    """An unknown name, and DeepSpeed missing, are one-line errors before any process group."""
+    import sys
+
     with pytest.raises(ValueError, match="expected one of"):
         make_strategy("horovod", "cpu")  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "deepspeed", None)
+    for name in ("zero2", "zero3"):
+        with pytest.raises(ImportError, match="needs DeepSpeed: DS_BUILD_OPS=0 pip install"):
+            make_strategy(name, "cpu")  # type: ignore[arg-type]
     assert make_strategy("auto", "cpu").world_size == int(os.environ.get("WORLD_SIZE", "1"))
 
 

@@ -1,0 +1,111 @@
+"""FSDP2 (``torch.distributed.fsdp.fully_shard``): parameters, gradients and optimizer state
+sharded over the ranks.
+
+Each block the model names in ``_no_split_modules`` (its transformer layers) is its own shard
+group, and so is every other module owning parameters (``shard_groups``). Gradients follow harness.distributed's convention: the
+reduce-scatter *sums* over ranks (gradient divide factor 1), and accumulates over micro-batches
+in the sharded gradient. Every rank must run the same number of forwards and backwards (the
+trainer's even shards and micro-batch counts give that; transformers' ``generate`` syncs ranks
+itself on FSDP modules). Checkpoints: torch.distributed.checkpoint of the sharded model and
+optimizer state dicts (``dcp/`` in the step directory).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_state_dict)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
+
+from harness.distributed import TorchDDP, named_objectives_unsupported
+
+DCP_DIR = "dcp"
+
+
+def shard_groups(model: nn.Module) -> list[list[nn.Module]]:
+    """The FSDP2 groups: each block the model names in ``_no_split_modules`` (its decoder /
+    vision layers), then every other module that owns parameters directly (embeddings, norms,
+    ``lm_head``, projectors), modules sharing a parameter (tied embeddings) in one group.
+
+    There is deliberately no root group: the scorers call the backbone and ``lm_head`` directly
+    (harness.scoring), so parameters unsharded only by the top-level forward would stay sharded.
+    """
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    blocks: list[nn.Module] = []
+    inside: set[int] = set()
+    for m in model.modules():
+        if type(m).__name__ in names and id(m) not in inside:
+            blocks.append(m)
+            inside.update(id(x) for x in m.modules())
+    groups: list[list[nn.Module]] = []
+    group_of: dict[int, int] = {}  # parameter id -> index in groups
+    for m in model.modules():
+        own = [id(p) for p in m.parameters(recurse=False)]
+        if id(m) in inside or not own:
+            continue
+        hit = sorted({group_of[i] for i in own if i in group_of})
+        if hit:  # shares a parameter with earlier groups: merge them into the first
+            first = groups[hit[0]]
+            for j in reversed(hit[1:]):
+                first += groups[j]
+                groups[j] = []
+            first.append(m)
+        else:
+            groups.append([m])
+        idx = next(k for k, g in enumerate(groups) if m in g)
+        for g_mod in groups[idx]:
+            for q in g_mod.parameters(recurse=False):
+                group_of[id(q)] = idx
+    return [[b] for b in blocks] + [g for g in groups if g]
+
+
+class FSDP2(TorchDDP):
+    """Fully sharded data parallel (FSDP2) over the gloo / NCCL process group."""
+
+    name = "fsdp"
+
+    def wrap(self, model, make_optimizer, max_grad_norm=None):
+        self.broadcast_weights(model)  # the same initial weights on every rank, then shard them
+        mesh = init_device_mesh(self.device.split(":")[0], (self.world_size,))
+        for group in shard_groups(model):
+            fully_shard(group if len(group) > 1 else group[0], mesh=mesh)
+            for module in group:  # sum over ranks (losses carry global denominators)
+                assert isinstance(module, FSDPModule)
+                module.set_gradient_divide_factor(1.0)
+                module.set_force_sum_reduction_for_comms(True)  # plain SUM: gloo has no PREMUL_SUM / AVG
+        return model, make_optimizer(model)
+
+    def step(self, model, optimizer, max_grad_norm, reduce=True):
+        if not reduce:
+            raise named_objectives_unsupported(self.name)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if max_grad_norm is not None and max_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+
+    def _reduce_gradients(self, params):
+        pass  # reduce-scattered by FSDP2 in each backward
+
+    def save_shards(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+        msd, osd = get_state_dict(model, optimizer)
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(path / DCP_DIR))
+        return True
+
+    def load_shards(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+        msd, osd = get_state_dict(model, optimizer)
+        state = {"model": msd, "optim": osd}
+        dcp.load(state, checkpoint_id=str(path / DCP_DIR))
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        return True
+
+    def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
