@@ -32,6 +32,19 @@ StrategyName = Literal["auto", "single", "ddp", "fsdp", "zero2", "zero3"]
 MakeOptimizer = Callable[[nn.Module], torch.optim.Optimizer]
 
 
+def clip_and_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
+                  max_grad_norm: float | None) -> torch.Tensor:
+    """Clip the global gradient norm of ``params`` (when ``max_grad_norm`` > 0), step the optimizer
+    and zero the gradients; returns the pre-clip norm (a DTensor under FSDP2)."""
+    if max_grad_norm is not None and max_grad_norm > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
 class Strategy:
     """Single process. Subclasses override what differs; the trainers only call these methods."""
 
@@ -76,13 +89,7 @@ class Strategy:
         params = [p for p in model.parameters() if p.requires_grad]
         if reduce:
             self._reduce_gradients(params)
-        if max_grad_norm is not None and max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return float(clip_and_step(params, optimizer, max_grad_norm))
 
     def _reduce_gradients(self, params: list[nn.Parameter]) -> None:
         pass

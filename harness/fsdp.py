@@ -22,7 +22,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
-from harness.distributed import TorchDDP, named_objectives_unsupported
+from harness.distributed import TorchDDP, clip_and_step, named_objectives_unsupported
 
 DCP_DIR = "dcp"
 
@@ -83,13 +83,7 @@ class FSDP2(TorchDDP):
     def step(self, model, optimizer, max_grad_norm, reduce=True):
         if not reduce:
             raise named_objectives_unsupported(self.name)
-        params = [p for p in model.parameters() if p.requires_grad]
-        if max_grad_norm is not None and max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        norm = clip_and_step([p for p in model.parameters() if p.requires_grad], optimizer, max_grad_norm)
         return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
     def _reduce_gradients(self, params):

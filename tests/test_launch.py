@@ -4,11 +4,10 @@ from __future__ import annotations
 import pytest
 import safetensors.torch
 import torch
-import yaml
 
 from harness.errors import ConfigError
 from reproduce.launch import Launch
-from tests.test_reproduce import PUBLISHED, RECIPE
+from tests.test_reproduce import write_toy
 
 
 def test_launch_command_lines():
@@ -27,11 +26,7 @@ def test_launch_command_lines():
 
 
 def _toy(tmp_path):
-    rdir, pdir = tmp_path / "recipes", tmp_path / "published"
-    rdir.mkdir()
-    pdir.mkdir()
-    (rdir / "toy.yaml").write_text(yaml.safe_dump(RECIPE))
-    (pdir / "toy.yaml").write_text(yaml.safe_dump(PUBLISHED))
+    rdir, pdir = write_toy(tmp_path)
     evaluated = []
 
     def fake_eval(model, benchmarks, **kw):

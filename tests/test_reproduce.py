@@ -316,13 +316,19 @@ class Fakes:
         return {}
 
 
-@pytest.fixture
-def toy(tmp_path):
+def write_toy(tmp_path: Path, recipe: dict = RECIPE, published: dict = PUBLISHED) -> tuple[Path, Path]:
+    """The toy recipe and published table as files: (recipe dir, published dir)."""
     rdir, pdir = tmp_path / "recipes", tmp_path / "published"
     rdir.mkdir()
     pdir.mkdir()
-    (rdir / "toy.yaml").write_text(yaml.safe_dump(RECIPE))
-    (pdir / "toy.yaml").write_text(yaml.safe_dump(PUBLISHED))
+    (rdir / "toy.yaml").write_text(yaml.safe_dump(recipe))
+    (pdir / "toy.yaml").write_text(yaml.safe_dump(published))
+    return rdir, pdir
+
+
+@pytest.fixture
+def toy(tmp_path):
+    rdir, pdir = write_toy(tmp_path)
     fakes = Fakes()
     kw = dict(methods=METHODS_FAKE, train_fn=fakes.train_fn, eval_fn=fakes.eval_fn,
               smoke_path=lambda kind: f"/tiny/{kind}", recipe_dir=rdir, published_dir=pdir)

@@ -9,12 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from reproduce import run_table
 from reproduce.plan import build_plan
 from reproduce.recipes import load_recipe
-from tests.test_reproduce import METHODS_FAKE, PUBLISHED, RECIPE, Fakes
+from tests.test_reproduce import METHODS_FAKE, RECIPE, Fakes, write_toy
 
 SCALING = {"benchmarks": ["bench_a"], "rows": ["sft_only", "ours"], "k": 8, "temperature": 0.6,
            "source": "Figure X"}
@@ -47,11 +46,7 @@ def toy_scaling(tmp_path):
     recipe = copy.deepcopy(RECIPE)
     recipe["evaluation"] = {"smoke": {"limit": 3, "source": "smoke", "max_sample_k": 4}}
     recipe["tables"][1]["scaling"] = SCALING
-    rdir, pdir = tmp_path / "recipes", tmp_path / "published"
-    rdir.mkdir()
-    pdir.mkdir()
-    (rdir / "toy.yaml").write_text(yaml.safe_dump(recipe))
-    (pdir / "toy.yaml").write_text(yaml.safe_dump(PUBLISHED))
+    rdir, pdir = write_toy(tmp_path, recipe)
     fakes = ScalingFakes()
     kw = dict(methods=METHODS_FAKE, train_fn=fakes.train_fn, eval_fn=fakes.eval_fn,
               smoke_path=lambda kind: f"/tiny/{kind}", recipe_dir=rdir, published_dir=pdir)
