@@ -315,13 +315,16 @@ def logprobs_from_hidden(hidden: torch.Tensor, lm_head: Callable[[torch.Tensor],
 
 
 def _vocab_size(lm_head: Callable[[torch.Tensor], torch.Tensor]) -> int:
-    """Output size of the language-model head (its weight's rows); a head without a weight (a
-    plain function) needs an explicit ``chunk_tokens``."""
+    """Output size of the language-model head: ``out_features`` of a linear head, else its
+    weight's rows (``ds_shape`` under ZeRO-3, whose partitioned weight is an empty placeholder);
+    a head without either (a plain function) needs an explicit ``chunk_tokens``."""
+    if isinstance(getattr(lm_head, "out_features", None), int):
+        return int(lm_head.out_features)  # type: ignore[attr-defined]
     weight = getattr(lm_head, "weight", None)
     if weight is None:
         raise ValueError("lm_head has no weight to size chunks by: pass chunk_tokens "
                          "(harness.chunking.tokens_per_chunk(V))")
-    return int(weight.shape[0])
+    return int(getattr(weight, "ds_shape", weight.shape)[0])
 
 
 def end_of_turn_id(tokenizer: Any) -> int:
