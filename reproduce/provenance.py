@@ -2,7 +2,8 @@
 
 Every report carries ``provenance``::
 
-    {"code_revision": "<git sha or 'unknown'>",
+    {"code_revision": "<git sha or 'unknown'>",     (the code that built the report)
+     "training_revisions": {"<stage dir>": "<sha>[ -> <sha> ...]"},   (the code that trained each stage)
      "config_hashes": {"recipe": sha, "published": sha, "eval_settings": sha, "<stage dir>": sha},
      "dataset_revisions": {"<benchmark>": "<hf_id>@<revision> (<source>)"},
      "packages": {"python": ..., "torch": ..., "transformers": ..., "vllm": ..., "vlmeval": ...},
@@ -79,8 +80,10 @@ def dataset_revisions(eval_dirs: Iterable[Path]) -> dict[str, str]:
 def collect(run_dir: Path, *, stage_dirs: Iterable[str] = (), eval_dirs: Iterable[str] = (),
             files: Optional[dict[str, Path]] = None, eval_settings: Optional[dict[str, Any]] = None,
             code_revision: Optional[str] = None) -> dict[str, Any]:
-    """The provenance of a report built from ``run_dir``: stage config hashes (``config.yaml`` of each
-    stage dir), the evaluated datasets' revisions, hashes of ``files`` (recipe, published table)."""
+    """The provenance of a report built from ``run_dir``: the code revision that built the report
+    and, per stage, the revision(s) that trained it (``git_rev.txt``; a report rebuilt later by
+    ``reproduce report`` says both), stage config hashes (``config.yaml`` of each stage dir), the
+    evaluated datasets' revisions, hashes of ``files`` (recipe, published table)."""
     run_dir = Path(run_dir)
     if code_revision is None:
         from harness.run_dir import git_revision
@@ -88,9 +91,13 @@ def collect(run_dir: Path, *, stage_dirs: Iterable[str] = (), eval_dirs: Iterabl
     hashes: dict[str, Optional[str]] = {k: file_sha(p) for k, p in (files or {}).items()}
     if eval_settings is not None:
         hashes["eval_settings"] = sha(json.dumps(eval_settings, sort_keys=True))
+    trained: dict[str, str] = {}
     for d in stage_dirs:
         hashes[str(d)] = file_sha(run_dir / d / "config.yaml")
-    return {"code_revision": code_revision, "config_hashes": hashes,
+        revs = (run_dir / d / "git_rev.txt").read_text().split() if (run_dir / d / "git_rev.txt").is_file() else []
+        if revs:  # one line per training session whose code differed (a resumed run may span several)
+            trained[str(d)] = " -> ".join(revs)
+    return {"code_revision": code_revision, "training_revisions": trained, "config_hashes": hashes,
             "dataset_revisions": dataset_revisions(run_dir / d for d in eval_dirs),
             "packages": package_versions(), "hardware": hardware()}
 

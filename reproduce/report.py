@@ -266,7 +266,10 @@ def provenance_lines(rep: dict[str, Any]) -> list[str]:
         return ["(no provenance recorded)"]
     pk = ", ".join(f"{k} {v or 'not installed'}" for k, v in prov["packages"].items())
     hw = prov["hardware"]
-    return [f"code revision: {prov['code_revision']}", f"packages: {pk}",
+    trained = prov.get("training_revisions") or {}
+    return [f"code revision (this report): {prov['code_revision']}",
+            "stages trained at: " + (", ".join(f"{k} {v}" for k, v in trained.items()) or "no stage trained"),
+            f"packages: {pk}",
             f"hardware: {hw.get('platform')}, {hw.get('cpus')} CPUs, accelerators: "
             f"{', '.join(hw.get('accelerators') or []) or 'none'}",
             "config hashes: " + ", ".join(f"{k} {v}" for k, v in prov["config_hashes"].items()),

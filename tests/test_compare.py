@@ -321,3 +321,21 @@ def test_smoke_run_compare_and_directory_check_with_junit(tmp_path, capsys):
     root = ET.parse(junit).getroot()
     assert root.get("failures") == "1" and int(root.get("tests")) == len(rep["cells"])
     assert "REGRESS" not in capsys.readouterr().err
+
+
+def test_provenance_says_which_code_trained_each_stage(tmp_path):
+    """A report rebuilt later (``reproduce report``) names both the code that built it and the
+    code that trained each stage (every session of a resumed stage)."""
+    from reproduce.provenance import collect
+    from reproduce.report import provenance_lines
+
+    stage = tmp_path / "stages" / "sft-1"
+    stage.mkdir(parents=True)
+    (stage / "config.yaml").write_text("lr: 1\n")
+    (stage / "git_rev.txt").write_text("aaa111\nbbb222\n")
+    (tmp_path / "stages" / "untrained").mkdir()
+    prov = collect(tmp_path, stage_dirs=["stages/sft-1", "stages/untrained"], code_revision="ccc333")
+    assert prov["training_revisions"] == {"stages/sft-1": "aaa111 -> bbb222"}
+    lines = provenance_lines({"provenance": prov})
+    assert lines[0] == "code revision (this report): ccc333"
+    assert lines[1] == "stages trained at: stages/sft-1 aaa111 -> bbb222"
