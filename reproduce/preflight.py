@@ -18,7 +18,8 @@ Memory model (model states only; activations, the KV cache and a colocated vLLM'
 (bf16 weights 2 + bf16 gradients 2 + fp32 master weights, first and second moments 12), the
 frozen bf16 teacher 2 bytes a parameter. Per GPU with N ranks: DDP / single 16 P; ZeRO-2 (optimizer
 state and gradients sharded) 2 P + 14 P / N; ZeRO-3 / FSDP2 (everything sharded) 16 P / N; the
-teacher 2 P_T, or 2 P_T / N when sharded (ZeRO-3 / FSDP2). This is DeepSpeed's own accounting
+teacher 2 P_T on every GPU (the harness does not shard frozen models: each rank loads its own
+copy, docs/scale_out.md). The student's share is DeepSpeed's own accounting
 (``estimate_zero2_model_states_mem_needs`` / ``..._zero3_...``, without their CPU-offload cases).
 Parameter counts come from the model's ``config.json`` (local path or cache), instantiated on the
 meta device, so nothing is downloaded and no memory is used; without the config, the size the hub
@@ -40,7 +41,6 @@ __all__ = ["PreflightError", "Need", "needs", "locate", "param_count", "state_by
 
 GIB = 1024 ** 3
 TRAIN_BYTES, FROZEN_BYTES = 16, 2   # mixed-precision AdamW per trainable parameter; bf16 frozen teacher
-SHARDED = ("deepspeed3", "zero3", "fsdp")
 
 
 class PreflightError(ConfigError):
@@ -144,20 +144,19 @@ def param_count(model_id: str) -> Optional[int]:
 
 def state_bytes(student: int, teacher: int, strategy: str, world: int, trains: bool = True) -> float:
     """Per-GPU model-state bytes (module docstring) of a stage training ``student`` parameters with
-    a frozen ``teacher`` (0: none) under ``strategy`` on ``world`` ranks; a stage that only
+    a frozen ``teacher`` (0: none) under ``strategy`` (a ``TrainConfig.distributed`` name) on
+    ``world`` ranks; a stage that only
     generates (``trains=False``) holds its model's bf16 weights on each GPU."""
     if not trains:
         return FROZEN_BYTES * (student + teacher)
     n = max(1, world)
-    s = strategy.lower().replace("-", "").replace("_", "")
-    if s in ("zero2", "deepspeed2", "deepspeed"):
+    if strategy == "zero2":
         train = 2 * student + (TRAIN_BYTES - 2) * student / n
-    elif s in SHARDED:
+    elif strategy in ("zero3", "fsdp"):
         train = TRAIN_BYTES * student / n
     else:
         train = TRAIN_BYTES * student
-    frozen = FROZEN_BYTES * teacher / (n if s in SHARDED else 1)
-    return train + frozen
+    return train + FROZEN_BYTES * teacher
 
 
 def nominal_params(model_id: str) -> Optional[int]:
