@@ -79,6 +79,11 @@ def _is_vlm_config(config: Any) -> bool:
     return getattr(config, "vision_config", None) is not None
 
 
+def unwrap_model(model: Any) -> Any:
+    """The module inside a DDP / DeepSpeed wrapper (``.module``), or ``model`` itself."""
+    return getattr(model, "module", model)
+
+
 def freeze_vision_tower(model: torch.nn.Module) -> int:
     """Set ``requires_grad=False`` on every parameter of the ``visual`` module (patch embedding,
     blocks, merger, deepstack mergers). Returns the number of parameters frozen."""

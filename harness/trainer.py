@@ -28,7 +28,7 @@ from harness.config import to_dict
 from harness.checkpoint import (find_checkpoint, load_checkpoint, make_room, save_checkpoint, save_final,
                                 seed_everything, set_aside)
 from harness.distributed import Strategy, make_strategy
-from harness.models import load_model, resolve_dtype, resolve_model_name
+from harness.models import load_model, resolve_dtype, resolve_model_name, unwrap_model
 from harness.optim import build_optimizer, build_scheduler
 from harness.rollout.hf import HFRolloutEngine
 from harness.run_dir import RunDir
@@ -277,10 +277,6 @@ def default_engine(ctx: Context) -> Any:
     return engine
 
 
-def _unwrap(model: Any) -> Any:
-    return getattr(model, "module", model)  # DDP / DeepSpeed wrappers
-
-
 def engine_logp_exact(engine: Any, ctx: Context) -> tuple[bool, str]:
     """Whether ``engine``'s ``old_logp`` are the trainer's own pi_old log-probs, and why.
 
@@ -294,7 +290,7 @@ def engine_logp_exact(engine: Any, ctx: Context) -> tuple[bool, str]:
     multi-turn rollouts (contexts re-rendered per round) are not exact."""
     if type(engine) is not HFRolloutEngine:
         return False, f"{type(engine).__name__} computes its log-probs apart from the trainer"
-    if _unwrap(engine.bundle.model) is not _unwrap(ctx.policy.model):
+    if unwrap_model(engine.bundle.model) is not unwrap_model(ctx.policy.model):
         return False, "the engine samples from a copy of the policy, not the trained model object"
     if engine.view != ctx.cfg.view:
         return False, f"the engine renders view {engine.view!r}, the trainer scores {ctx.cfg.view!r}"

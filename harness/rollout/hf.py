@@ -27,7 +27,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
     StoppingCriteriaList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from harness.models import PolicyBundle
+from harness.models import PolicyBundle, unwrap_model
 from harness.scoring import View, _to_device, collate, render_key, render_prompt, token_id
 from harness.types import Sample, SamplingParams, Trajectories
 
@@ -130,7 +130,7 @@ class HFRolloutEngine:
 
     def sync_weights(self, model: object) -> None:
         """Sample from ``model``'s weights: shares the object when it is the bundle's model, else copies."""
-        model = getattr(model, "module", model)  # DDP / DeepSpeed wrappers
+        model = unwrap_model(model)
         if model is not self.bundle.model:
             self.bundle.model.load_state_dict(model.state_dict())  # type: ignore[attr-defined]
 

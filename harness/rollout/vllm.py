@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from harness.errors import ConfigError
-from harness.models import PolicyBundle
+from harness.models import PolicyBundle, unwrap_model
 from harness.rollout.hf import placeholder_token_ids, response_mask_until_eos
 from harness.scoring import View, apply_view, render_key, render_prompt
 from harness.types import Sample, SamplingParams, Trajectories
@@ -293,7 +293,7 @@ class VLLMRolloutEngine:
         if not self.in_process:
             raise RuntimeError("sync_weights needs the vLLM engine core in this process: construct "
                                "VLLMRolloutEngine(..., in_process=True) (VLLM_ENABLE_V1_MULTIPROCESSING=0)")
-        module = getattr(model, "module", model)
+        module = unwrap_model(model)
         dtype = self.llm.llm_engine.model_config.dtype
         weights = [(name, t.detach().to(dtype=dtype if t.is_floating_point() else t.dtype))
                    for name, t in module.state_dict().items()]  # type: ignore[attr-defined]
