@@ -19,7 +19,6 @@ start and multi-turn evaluation use. [A] Pixel-Reasoner's own system prompt is n
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -61,13 +60,11 @@ def images_root(hub_id: str = HUB_ID, revision: str | None = None) -> Path:
     extracted next to the Hugging Face cache copy."""
     from huggingface_hub import hf_hub_download
 
+    from harness.data.training_sets import unpack_once
+
     archive = Path(hf_hub_download(hub_id, "images.zip", repo_type="dataset", revision=revision))
     root = archive.parent / "images"
-    marker = root / ".extracted"
-    if not marker.exists():
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(root)
-        marker.write_text("ok")
+    unpack_once(archive, root, root / ".extracted")
     return root
 
 

@@ -62,7 +62,7 @@ from harness.types import Sample
 
 __all__ = ["RowContext", "TrainingSetSpec", "TRAINING_SETS", "MAPPERS", "iter_rows", "load_rows",
            "map_orz", "map_mot", "map_easyr1", "map_virl39k", "map_mmk12", "map_verl_math", "map_pixel_reasoner",
-           "detect_schema"]
+           "detect_schema", "unpack_once"]
 
 _DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 _NOT_DATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
@@ -344,12 +344,17 @@ def _virl39k_snapshot(hub_id: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
     root = Path(snapshot_download(hub_id, repo_type="dataset", revision=revision))
     for z in root.glob("*.zip"):
-        marker = root / f".{z.stem}.unpacked"
-        if not marker.exists():
-            with zipfile.ZipFile(z) as zf:
-                zf.extractall(root)
-            marker.touch()
+        unpack_once(z, root, root / f".{z.stem}.unpacked")
     return root
+
+
+def unpack_once(archive: Path, dest: Path, marker: Path) -> None:
+    """Extract ``archive`` into ``dest`` unless ``marker`` says it was done; the marker is written
+    after the last file, so an interrupted extraction is redone."""
+    if not marker.exists():
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(dest)
+        marker.touch()
 
 
 # ------------------------------------------------------------------ registry ---------------
