@@ -78,7 +78,10 @@ class Zygote:
                 break
         killed = done is None
         if killed:
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended (and the zygote reaped it) just before the kill
+                pass
             done = self._line(120)
         assert done["pid"] == pid
         err = Path(f"{out}.err")
