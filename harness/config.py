@@ -40,7 +40,9 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
             try:
                 return _convert(arg, value, source, key)
             except ConfigError as e:
-                errors.append(str(e))
+                errors.append(e)
+        if len(errors) == 1:  # Optional[X]: X's own error names the field that is wrong
+            raise errors[0]
         raise _fail(source, key, f"expected {_name(tp)}, got {type(value).__name__} ({value!r})")
     if origin is Literal:
         if value not in get_args(tp):

@@ -125,6 +125,17 @@ class VLLMSettings:
                 "sleep_mode": self.sleep_mode}
 
 
+PAPER_ROLLOUTS: dict = {"rollout_engine": "vllm", "vllm": {"sleep_mode": True}}
+"""The paper profile's rollout engine, which every online method's ``PROFILES["paper"]`` starts from:
+vLLM colocated with the trainer, asleep (memory released) during each update. The papers generated
+with vLLM (REOPOLD §5, verl; PTD-PO, EasyR1; VGS, TRL's vLLM mode); transformers' ``generate``
+(``hf``) stays the smoke profile's and the CPU's engine."""
+
+PAPER_TRACES: dict = {"engine": "vllm"}
+"""The paper profile's engine for generate-only stages (VOLD's teacher traces): vLLM, no sleep
+(nothing is trained next to it)."""
+
+
 @dataclass
 class OnlineConfig(TrainConfig):
     """Settings of the online loop (rollout -> reward -> method scoring -> updates)."""

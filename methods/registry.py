@@ -34,6 +34,8 @@ class MethodSpec:
     """Its trainer measures validation accuracy during training when given a ``validator``."""
     trains: bool = True
     """False for a stage that only generates (no optimizer state): pre-flight counts its model once."""
+    reference: bool = False
+    """It keeps a frozen reference copy of the student (PTD-PO): pre-flight counts it as frozen."""
 
 
 def load_method_config(cls: type, profiles: dict[str, dict[str, Any]], profile: str,
@@ -99,7 +101,8 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
                _entry("methods.vgs.trainer", "teacher_stage")),
     MethodSpec("ptdpo", "PTD-PO (arXiv 2606.07000) Eqs. 1-17", True,
                "GRPO / DAPO / GSPO plus top-K JSD (tail bucket) to the frozen reference given a privileged "
-               "hint, on failed rollouts of groups below tau.", _trainer("ptdpo", "PTDPOConfig")),
+               "hint, on failed rollouts of groups below tau.", _trainer("ptdpo", "PTDPOConfig"),
+               reference=True),
 ]}
 
 

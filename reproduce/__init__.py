@@ -70,8 +70,8 @@ def run_table(paper: str, table: str, profile: str = "smoke", out: Optional[str 
     text = format_plan(plan, table, rows)
     if dry_run:
         if profile == "paper":
-            from reproduce.preflight import memory_table
-            text += "\n\n" + memory_table(plan, table, rows)
+            from reproduce.preflight import memory_table, scale_text
+            text += "\n\n" + scale_text(recipe.scale, paper, table) + "\n\n" + memory_table(plan, table, rows)
         return {"plan": plan, "plan_text": text}
     out = Path(out) if out is not None else default_out(paper, table, profile)
     if preflight if preflight is not None else profile == "paper":

@@ -253,6 +253,9 @@ class _Planner:
         if stage.teacher is not None:
             teacher_id, teacher_src, teacher_status = self._ref(stage.teacher)
         overrides = stage.overrides(self.profile)
+        scale = self.recipe.scale
+        if self.profile == "paper" and scale is not None and getattr(self.methods[stage.method], "trains", True):
+            overrides = {"distributed": scale.strategy_for(stage.method), **overrides}
         data = stage.data_for(self.profile)
         h = _hash({"method": stage.method, "profile": self.profile, "overrides": overrides, "data": data,
                    "init": init_id, "teacher": teacher_id})

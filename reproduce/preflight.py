@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Optional
 
 from harness.errors import ConfigError
 
-__all__ = ["PreflightError", "Need", "needs", "locate", "param_count", "state_bytes", "memory_table", "preflight"]
+__all__ = ["PreflightError", "Need", "needs", "locate", "param_count", "state_bytes", "memory_table", "scale_text", "preflight"]
 
 GIB = 1024 ** 3
 TRAIN_BYTES, FROZEN_BYTES = 16, 2   # mixed-precision AdamW per trainable parameter; bf16 frozen teacher
@@ -195,12 +195,28 @@ def _size(model_id: Optional[str], count: Callable[[str], Optional[int]]) -> tup
                      f"{model_id}: size unknown (config not available offline)")
 
 
+def _teacher_model(plan, st) -> Optional[str]:
+    """The hub id the stage's frozen teacher is built from: a hub teacher, or the root of a
+    teacher stage that trains a model; a teacher stage that only generates (VOLD's traces) is
+    data, not a model held in memory."""
+    src = st.teacher or {}
+    if "stage" in src:
+        teacher_stage = next((t for t in plan.stages.values() if t.dir == src["stage"]), None)
+        return _root(plan, src) if teacher_stage is not None and _trains(teacher_stage) else None
+    return src.get("hub")
+
+
 def _stage_params(plan, st, count: Callable[[str], Optional[int]]) -> tuple[Optional[int], int, str]:
-    """(student params or None, teacher params (0 when none / unknown), notes). A teacher given as
-    another stage (its traces) is data, not a model held in memory."""
+    """(student params or None, frozen params (0 when none / unknown), notes). Frozen: the teacher
+    (``_teacher_model``) plus, for a method that keeps a frozen reference copy of the student
+    (``MethodSpec.reference``: PTD-PO), the student's size again."""
+    from methods.registry import METHODS
+
     student, n1 = _size(_root(plan, st.init), count)
-    teacher, n2 = _size((st.teacher or {}).get("hub"), count)
-    return student, teacher or 0, "; ".join(n for n in (n1, n2) if n)
+    teacher, n2 = _size(_teacher_model(plan, st), count)
+    spec = METHODS.get(st.method)
+    frozen = (teacher or 0) + (student or 0 if spec is not None and spec.reference else 0)
+    return student, frozen, "; ".join(n for n in (n1, n2) if n)
 
 
 def memory_table(plan, table_id: str, rows: Optional[list[str]] = None, worlds: Iterable[int] = (1, 8),
@@ -218,12 +234,24 @@ def memory_table(plan, table_id: str, rows: Optional[list[str]] = None, worlds: 
             f"{state_bytes(student, teacher, s, n, _trains(st)) / GIB:.1f}" for s in ("ddp", "zero2", "zero3")
             for n in worlds]
         note = "generation only (no optimizer state)" + (f"; {note}" if note else "") if not _trains(st) else note
-        body.append([st.id, f"{student / 1e9:.2f}B" if student else "?", f"{teacher / 1e9:.2f}B" if teacher else "-",
+        body.append([st.id, st.overrides.get("distributed", "auto") if _trains(st) else "-",
+                     f"{student / 1e9:.2f}B" if student else "?", f"{teacher / 1e9:.2f}B" if teacher else "-",
                      *cells, note])
     heads = [f"{s} x{n}" for s in ("DDP", "ZeRO-2", "ZeRO-3/FSDP2") for n in worlds]
-    return ("Per-GPU model states, GiB (bf16 weights + AdamW 16 B / trainable param, frozen teacher 2 B / param; "
+    return ("Per-GPU model states, GiB (bf16 weights + AdamW 16 B / trainable param, frozen teacher or reference 2 B / param; "
             "activations, KV cache and vLLM not included):\n"
-            + tabulate(body, headers=["stage", "student", "teacher", *heads, "note"], tablefmt="simple"))
+            + tabulate(body, headers=["stage", "recipe strategy", "student", "frozen", *heads, "note"], tablefmt="simple"))
+
+
+def scale_text(scale, paper: str, table_id: str) -> str:
+    """The recipe's published hardware and the launch that matches it (``reproduce --dry-run``)."""
+    if scale is None:
+        return f"{paper}: the recipe states no hardware (scale:); each stage runs under its own `distributed`."
+    methods = "".join(f"; {m} stages: {s}" for m, s in sorted(scale.per_method.items()))
+    return (f"Published hardware: {scale.hardware}. Recipe strategy: {scale.distributed}{methods}"
+            + (f" ({scale.source})" if scale.source else "") + ".\n"
+            + f"Launch on that hardware: reproduce {table_id} --paper {paper} --profile paper {scale.launch_flags()}"
+            + (" (the same command on every node, a shared --out)" if scale.nnodes > 1 else ""))
 
 
 def _gpus() -> list[int]:
@@ -269,7 +297,7 @@ def preflight(plan, table_id: str, out: Path, rows: Optional[list[str]] = None, 
         if gpus and per_gpu > min(gpus):
             problems.append(f"stage {st.id}: model states need ~{per_gpu / GIB:.1f} GiB a GPU under "
                             f"{strategy} on {world} GPU(s), the smallest has {min(gpus) / GIB:.1f} GiB "
-                            "(set distributed: deepspeed / fsdp, or more GPUs)")
+                            "(set distributed: zero2 / zero3 / fsdp, or more GPUs)")
     root = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
     free = shutil.disk_usage(root).free if disk_free is None else disk_free
     if need_disk > free:

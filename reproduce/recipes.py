@@ -21,6 +21,8 @@ the file and the dotted key. Layout::
         smoke: {steps: 2}            # smoke overrides over the method's smoke profile
         source: "Table 4; §4.1"
         compute: "32 A100 (App. A)"
+    scale:                           # the paper profile's hardware and strategy (PaperScale)
+      {hardware: "32 A100 (App. A)", distributed: zero3, nproc_per_node: 8, nnodes: 4}
     evaluation:                      # evals.run settings per profile
       smoke: {limit: 4, source: smoke}
       paper: {source: hub}
@@ -332,6 +334,45 @@ class EvalSettings:
     A tool call alone is ~35 tokens, so smoke gives these columns more than its single-turn cap."""
 
 
+Strategy = Literal["ddp", "fsdp", "zero2", "zero3"]
+
+
+@dataclass
+class PaperScale:
+    """The published hardware and how the paper profile runs on it (a recipe's ``scale:``).
+
+    ``distributed`` is written into every training stage's paper-profile settings (a stage's own
+    ``paper.distributed``, then ``per_method``, win); ``nproc_per_node`` x ``nnodes`` is the launch
+    that matches the paper's GPUs (``reproduce ... --nproc-per-node N --nnodes M``). Global batch
+    sizes are the recipe's on any number of GPUs (the trainer accumulates to them), so fewer GPUs
+    change the time, not the update."""
+
+    hardware: str
+    """What the paper trained on, with its source."""
+    distributed: Strategy = "fsdp"
+    """The student's strategy for that hardware (harness.distributed; docs/scale_out.md)."""
+    nproc_per_node: int = 8
+    nnodes: int = 1
+    per_method: dict[str, Strategy] = field(default_factory=dict)
+    """Strategy by method where it differs (a method whose update needs full gradients on every rank)."""
+    source: str = ""
+    """Why this strategy: the paper's framework, or the memory estimate ([A])."""
+
+    def __post_init__(self) -> None:
+        if self.nproc_per_node < 1 or self.nnodes < 1:
+            raise ValueError(f"scale: nproc_per_node and nnodes must be >= 1, got {self.nproc_per_node}, {self.nnodes}")
+
+    def strategy_for(self, method: str) -> str:
+        return self.per_method.get(method, self.distributed)
+
+    def launch_flags(self) -> str:
+        """The ``reproduce`` options of this launch."""
+        flags = f"--nproc-per-node {self.nproc_per_node}"
+        if self.nnodes > 1:
+            flags += f" --nnodes {self.nnodes} --node-rank R --master-addr HOST0"
+        return flags
+
+
 @dataclass
 class Recipe:
     paper: str
@@ -342,6 +383,8 @@ class Recipe:
     stages: list[Stage] = field(default_factory=list)
     evaluation: dict[str, EvalSettings] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    scale: Optional[PaperScale] = None
+    """The paper profile's hardware, launch and strategy (None: every stage's own ``distributed``)."""
 
     def __post_init__(self) -> None:
         if not self.published:
@@ -416,6 +459,11 @@ class Recipe:
                     raise ValueError(f"{where}: the chain must start at a stage initialised from a hub "
                                      f"checkpoint; {r.model.stages[0]!r} starts from stage "
                                      f"{by_id[r.model.stages[0]].init!r}")
+
+        if self.scale is not None:
+            for method in self.scale.per_method:
+                if method not in {st.method for st in self.stages}:
+                    raise ValueError(f"scale.per_method: no stage uses method {method!r}")
 
     def stage(self, stage_id: str) -> Stage:
         for s in self.stages:

@@ -106,10 +106,13 @@ def test_an_unreachable_hub_is_asked_once(tmp_path, monkeypatch):
 def test_memory_and_disk_problems_name_the_stage_and_the_numbers(offline_cache, tmp_path, monkeypatch):
     monkeypatch.setattr(pf, "locate", lambda need, hub: None)
     sizes = {"Qwen/Qwen2.5-VL-3B-Instruct": 3_000_000_000, "Qwen/Qwen3-8B": 8_000_000_000}
-    small = pf.preflight(_vold_plan(), "table1", tmp_path / "run", gpus=[40 * GIB] * 8, count=sizes.get,
+    small = pf.preflight(_vold_plan(), "table1", tmp_path / "run", gpus=[40 * GIB], count=sizes.get,
                          disk_free=10**15)
     assert small and all(p.startswith("stage ") and "GiB a GPU" in p for p in small)
-    assert any(p.startswith("stage vold_rl:") and "~59.6 GiB" in p for p in small)
+    assert any(p.startswith("stage vold_rl:") and "~59.6 GiB" in p and "under zero3 on 1 GPU" in p for p in small)
+    # the recipe's strategy (scale: zero3) on 8 such GPUs: 3 B x 16 / 8 + 8 B x 2 = 20.5 GiB fits
+    assert pf.preflight(_vold_plan(), "table1", tmp_path / "run", gpus=[40 * GIB] * 8, count=sizes.get,
+                        disk_free=10**15) == []
     assert not any(p.startswith("stage mot_teacher_8b") for p in small)   # generation only: 14.9 GiB
     assert pf.preflight(_vold_plan(), "table1", tmp_path / "run", gpus=[141 * GIB], count=sizes.get,
                         disk_free=10**15) == []
@@ -123,6 +126,8 @@ def test_dry_run_prints_the_memory_estimate():
 
     text = run_table("vold", "table1", "paper", dry_run=True)["plan_text"]
     assert "Per-GPU model states" in text and "ZeRO-3/FSDP2 x8" in text and "vold_rl" in text
+    assert "Published hardware: SFT on 32 A100 GPUs" in text
+    assert "reproduce table1 --paper vold --profile paper --nproc-per-node 8 --nnodes 4" in text
 
 
 def test_cli_stops_before_anything_starts(offline_cache, tmp_path):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.reward_registry import REWARDS, reward_names
-from harness.train_config import OnlineConfig
+from harness.train_config import PAPER_ROLLOUTS, OnlineConfig
 
 
 @dataclass
@@ -46,7 +46,7 @@ class GRPOConfig(OnlineConfig):
 PROFILES: dict[str, dict[str, Any]] = {
     # GRPO has no recipe of its own: the paper profile is the neutral defaults, and a recipe stage
     # (or the command line) gives model, data and the paper's settings.
-    "paper": {},
+    "paper": dict(PAPER_ROLLOUTS),
     # Offline CPU smoke run, not a reproduction of anything: a tiny random Qwen2.5-VL
     # (harness.models.smoke_model_path), synthetic prompts (harness.data.synthetic.learnable),
     # a dense synthetic reward a random model can learn (fraction of even token ids,

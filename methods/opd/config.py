@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-from harness.train_config import OnlineConfig
+from harness.train_config import PAPER_ROLLOUTS, OnlineConfig
 
 
 @dataclass
@@ -67,6 +67,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # per step, responses up to 2048 tokens, AdamW lr 5e-6 constant, 60 steps; "RKL" baseline =
     # the sampled reverse KL with the gradient through the reward.
     "paper": {
+        **PAPER_ROLLOUTS,
         "model": "Qwen/Qwen2.5-VL-3B-Instruct", "teacher": "xyliu6/NoisyRollout-Geo3K-32B",
         "data": "geometry3k", "loss": "rkl-sampled", "prompts_per_step": 128, "num_generations": 12,
         "mini_batches_per_step": 2, "max_new_tokens": 2048, "lr": 5e-6, "lr_schedule": "constant",

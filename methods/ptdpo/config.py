@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from harness.reward_registry import REWARDS
+from harness.train_config import PAPER_ROLLOUTS
 from methods.grpo.config import GRPOConfig
 from methods.ptdpo.loss import DIVERGENCES, SELECTIONS
 
@@ -147,7 +148,7 @@ class PTDPOConfig(GRPOConfig):
 
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {},
+    "paper": dict(PAPER_ROLLOUTS),
     # Offline CPU smoke run, not a reproduction: the tiny random Qwen3-VL (harness.tiny) on the
     # champ training split (harness.data.packaged.champ_split; real competition problems with
     # human, answer-free hints in Sample.hint), 2 questions x 4 rollouts, 8-token responses, fp32,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-from harness.train_config import OnlineConfig
+from harness.train_config import PAPER_ROLLOUTS, OnlineConfig
 from methods.reopold.loss import EXPLORE_MASKS, ExploreMask
 
 COMPONENTS = ("stop_grad", "reward_clip", "entropy_sampling", "multistage")
@@ -121,7 +121,7 @@ def components(n: int) -> dict[str, bool]:
     return {c: i < n for i, c in enumerate(COMPONENTS)}
 
 
-_COMMON = {"temperature": 1.0, "lr_schedule": "constant", "warmup_steps": 0, "clip_coef": 0.3}
+_COMMON = {**PAPER_ROLLOUTS, "temperature": 1.0, "lr_schedule": "constant", "warmup_steps": 0, "clip_coef": 0.3}
 PAPER_SETTINGS: dict[str, dict[str, Any]] = {
     # Table 7 / App. C [P-arXiv]: verl, 128 queries per step, mini-batch 32 queries (4 updates),
     # 8 responses per query, max response 8192, AdamW constant lr.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from harness.reward_registry import REWARDS, reward_names
-from harness.train_config import OnlineConfig
+from harness.train_config import PAPER_ROLLOUTS, OnlineConfig
 from methods.grpo.config import GRPOConfig
 from methods.vgs.loss import PAPER_ETA, paper_eta
 
@@ -243,7 +243,7 @@ _SMOKE_RUN = {
     "device": "cpu", "lr_schedule": "constant", "warmup_steps": 0, "save_every": 2, "rollout_batch_size": 8,
 }
 PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {},
+    "paper": dict(PAPER_ROLLOUTS),
     # Teacher: the tiny Qwen2.5-VL (same offline vocabulary, another architecture and initialisation;
     # in a recipe, the smoke teacher_grpo stage's output).
     # 8 prompts x 2 rollouts, 8-token responses, lr 1e-3, 8 steps; fixed eta 0.41 at gamma 2
@@ -253,7 +253,7 @@ PROFILES: dict[str, dict[str, Any]] = {
               "lr": 1e-3, "diag_every": 2},
 }
 TEACHER_PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {},
+    "paper": dict(PAPER_ROLLOUTS),
     # GRPO of the tiny Qwen3-VL on the smoke images with the dense synthetic reward a random model
     # can learn (fraction of even token ids), so the "teacher" differs from the initial student.
     "smoke": {**_SMOKE_RUN, "steps": 6, "prompts_per_step": 4, "num_generations": 4, "mini_batches_per_step": 2,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from harness.train_config import VLLMSettings
+from harness.train_config import PAPER_ROLLOUTS, PAPER_TRACES, VLLMSettings
 from methods.grpo.config import GRPOConfig
 from methods.grpo.config import PROFILES as GRPO_PROFILES
 from methods.sft.config import PROFILES as _SFT_METHOD_PROFILES
@@ -43,6 +43,11 @@ class TraceSampling:
     """Prompts per generate call (memory only)."""
     chunk_prompts: int = 256
     """Prompts per resumable part file: an interrupted run redoes at most one chunk."""
+    engine: Literal["hf", "vllm"] = "hf"
+    """Rollout engine of the teacher: ``hf`` (transformers' generate; CPU, smoke) or ``vllm``, the
+    paper profile's (MoT prompts, 8192 tokens)."""
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
+    """The vLLM engine's settings (``engine: vllm``)."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.chunk_prompts < 1:
@@ -65,10 +70,6 @@ class TracesConfig(TraceSampling):
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     device: str = "auto"
     """``auto``: CUDA when available, else CPU."""
-    engine: Literal["hf", "vllm"] = "hf"
-    """Rollout engine of the teacher: ``vllm`` for the paper's scale (MoT prompts, 8192 tokens)."""
-    vllm: VLLMSettings = field(default_factory=VLLMSettings)
-    """The vLLM engine's settings (``engine: vllm``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -229,7 +230,7 @@ _SMOKE_DEVICE = {"dtype": "float32", "device": "cpu"}
 SFT_SMOKE_BASE = dict(_SFT_METHOD_PROFILES["smoke"])
 
 TRACES_PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {},
+    "paper": dict(PAPER_TRACES),
     # Tiny random Qwen3 (harness.models.smoke_model_path("qwen3"), same tokenizer as the tiny VLM
     # student) writing 16 traces of at most 24 tokens on synthetic text math. A random model
     # almost never ends a trace, so the smoke profile keeps truncated traces (the paper drops them).
@@ -238,7 +239,7 @@ TRACES_PROFILES: dict[str, dict[str, Any]] = {
 }
 
 SFT_PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {},
+    "paper": {"traces": dict(PAPER_TRACES)},
     # methods.sft's smoke profile (tiny Qwen2.5-VL, lr 1e-3, short rows, fp32, CPU) on the smoke
     # traces of 16 prompts, 8 steps instead of 4000.
     "smoke": {**SFT_SMOKE_BASE, "teacher": "smoke:qwen3", "data_limit": 16, "steps": 8, "max_length": 32,
@@ -247,7 +248,7 @@ SFT_PROFILES: dict[str, dict[str, Any]] = {
 }
 
 RL_PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {},
+    "paper": dict(PAPER_ROLLOUTS),
     # methods.grpo's smoke profile (tiny Qwen2.5-VL, 2 mini-batches) for 8 steps of 4 easy-vqa
     # training questions x 5 rollouts, 8-token responses, lr 1e-3, VOLD's own binary reward
     # (boxed-exact, so Eq. 6's mask acts; the warm-started student answers at chance, ~0.25), the

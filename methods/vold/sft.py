@@ -27,7 +27,8 @@ def traces_for(cfg: VOLDSFTConfig, out_dir: Path, **trace_hooks: Any) -> Path:
             raise ConfigError(f"teacher: the traces in {cfg.teacher} were generated from the prompts of "
                               f"{made_from!r}, but data is {cfg.data!r}")
         return Path(cfg.teacher)
-    tcfg = TracesConfig(**dataclasses.asdict(cfg.traces), model=cfg.teacher, data=cfg.data, data_split=cfg.data_split,
+    sampling = {f.name: getattr(cfg.traces, f.name) for f in dataclasses.fields(cfg.traces)}
+    tcfg = TracesConfig(**sampling, model=cfg.teacher, data=cfg.data, data_split=cfg.data_split,
                         data_limit=cfg.data_limit, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
     return generate_traces(tcfg, out_dir / "traces", **trace_hooks)
 
