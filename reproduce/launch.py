@@ -5,7 +5,7 @@ evaluation and reports stay in the calling process.
     reproduce table1 --paper vold --profile paper --nproc-per-node 8
     # two nodes, a shared file system holding --out; run on each node with its --node-rank:
     reproduce table1 --paper vold --profile paper --nproc-per-node 8 --nnodes 2 --node-rank R \
-        --master-addr HOST0 --master-port 29500 --out /shared/runs/vold-t1
+        --master-addr HOST0 --master-port 29500 --out /nfs/runs/vold-t1
 
 Each rank runs the stage's trainer (``methods.registry``) with ``WORLD_SIZE`` set, so the
 trainer's strategy (config ``distributed``; ``auto`` = DDP under torchrun) shards the work. On
