@@ -127,6 +127,8 @@ class TorchDDP(Strategy):
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", str(self.rank)))
         self.device = _pick_device(device, self.local_rank)
+        if self.world_size == 1 and "MASTER_ADDR" not in os.environ:
+            _single_process_rendezvous()  # not launched by torchrun: a group of one (a sharded strategy on one GPU)
         if not dist.is_initialized():
             backend = "nccl" if self.device.startswith("cuda") else "gloo"
             dist.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size)
@@ -225,6 +227,20 @@ def named_objectives_unsupported(name: str) -> NotImplementedError:
     """The error of a sharded strategy given a method with named objectives (``combine``)."""
     return NotImplementedError(f"distributed={name}: methods with named objectives (a custom combine, e.g. "
                                f"VGS) need whole gradients on every rank; use distributed=ddp or single")
+
+
+def _single_process_rendezvous() -> None:
+    """The env:// rendezvous variables of a one-process group on this host (a free port), as
+    torchrun would set them, for a strategy chosen without a launcher (``distributed: zero3`` in a
+    recipe run on one GPU). DeepSpeed reads the same variables."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port)), ("RANK", "0"),
+                       ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
 
 
 def _pick_device(device: str, local_rank: int) -> str:

@@ -332,6 +332,21 @@ class EvalSettings:
     tool_max_new_tokens: Optional[int] = None
     """Generation cap per response (over all rounds) of multi-turn columns; None: ``max_new_tokens``.
     A tool call alone is ~35 tokens, so smoke gives these columns more than its single-turn cap."""
+    device: Optional[str] = None
+    """Where the ``hf`` engine runs the model (``cpu``, ``cuda``, ``cuda:N``, ``auto``); None: evals'
+    default (CPU). vLLM places the model itself."""
+    dtype: Optional[str] = None
+    """Weights dtype of the evaluated model; None: evals' default (float32)."""
+    vllm: dict[str, Any] = field(default_factory=dict)
+    """Engine ``vllm``'s settings (fields of ``harness.train_config.VLLMSettings``); evaluation has the
+    GPUs to itself, so the paper profile gives vLLM most of their memory."""
+
+    def __post_init__(self) -> None:
+        if self.vllm:
+            from harness.config import from_dict
+            from harness.train_config import VLLMSettings
+
+            from_dict(VLLMSettings, self.vllm, source="evaluation.vllm")  # a one-line error for a bad key
 
 
 Strategy = Literal["ddp", "fsdp", "zero2", "zero3"]

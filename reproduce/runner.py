@@ -158,9 +158,18 @@ def train_stages(plan: Plan, stages: list[PlannedStage], out: Path, state: RunSt
 
 
 def _generation_kwargs(settings: dict[str, Any], ev: PlannedEval) -> dict[str, Any]:
-    """``max_new_tokens`` (the profile's cap; multi-turn columns: ``tool_max_new_tokens`` if set) and
-    ``tool_rounds`` of an evaluation, only where set (injected evaluators need not know them)."""
-    kw: dict[str, Any] = {}
+    """``max_new_tokens`` (the profile's cap; multi-turn columns: ``tool_max_new_tokens`` if set),
+    ``tool_rounds``, ``device``, ``dtype`` and the vLLM settings of an evaluation, only where set
+    (injected evaluators need not know them)."""
+    kw: dict[str, Any] = {k: settings[k] for k in ("device", "dtype") if settings.get(k)}
+    if kw.get("device") == "auto":
+        from evals.cli import resolve_device
+
+        kw["device"] = resolve_device("auto")
+    if settings.get("vllm") and settings.get("engine") == "vllm":
+        from harness.train_config import VLLMSettings
+
+        kw["vllm"] = VLLMSettings(**settings["vllm"])
     if settings.get("max_new_tokens"):
         kw["max_new_tokens"] = settings["max_new_tokens"]
     if ev.tool_rounds:

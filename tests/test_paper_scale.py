@@ -81,3 +81,24 @@ def test_scale_mistakes_are_one_line_errors():
         dataclasses.replace(recipe, scale=PaperScale(hardware="8 H100", per_method={"vgs": "ddp"}))
     assert PaperScale(hardware="h", nnodes=2).launch_flags() == \
         "--nproc-per-node 8 --nnodes 2 --node-rank R --master-addr HOST0"
+
+
+def test_paper_evaluation_runs_vllm_in_bf16_with_most_of_the_gpu_and_smoke_is_unchanged():
+    from reproduce.plan import PlannedEval
+    from reproduce.runner import _generation_kwargs
+
+    ev = PlannedEval.__new__(PlannedEval)
+    ev.tool_rounds = 0
+    for paper in PAPERS:
+        recipe = load_recipe(paper)
+        paper_kw = _generation_kwargs(dataclasses.asdict(recipe.eval_settings("paper")), ev)
+        assert paper_kw["dtype"] == "bfloat16" and paper_kw["vllm"].gpu_memory_utilization == 0.9, paper
+        smoke_kw = _generation_kwargs(dataclasses.asdict(recipe.eval_settings("smoke")), ev)
+        assert not {"device", "dtype", "vllm"} & set(smoke_kw), paper
+
+
+def test_a_bad_evaluation_vllm_key_is_a_one_line_error():
+    from reproduce.recipes import EvalSettings
+
+    with pytest.raises(ConfigError, match="evaluation.vllm.*gpu_memory"):
+        EvalSettings(vllm={"gpu_memory": 0.9})
