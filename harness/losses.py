@@ -11,6 +11,9 @@ follows ``docs/methods/README.md`` (shared notation). Papers cited in the docstr
 - [Dr.GRPO] Liu et al. 2025, "Understanding R1-Zero-like training": unscaled advantages and
   a constant (max-length) normaliser.
 - [Schulman 2020] "Approximating KL divergence" (k1, k2, k3).
+- [TIS]     Yao et al. 2025, "Your efficient RL framework secretly brings you off-policy RL
+  training": truncated importance sampling for the rollout-engine / trainer mismatch (verl's
+  rollout IS, TRL's ``vllm_importance_sampling_*``, ms-swift's ``rollout_importance_sampling_*``).
 
 Full-vocabulary quantities (``full_kl``, ``jsd``, ``topk_jsd``, ``entropy``) take each side as
 logits ``(B, T, V)`` or as ``HiddenHead(hidden (B, T, H), weight (V, H))``; the top-k losses
@@ -52,17 +55,22 @@ __all__ = [
     "kl_estimate",
     "policy_loss",
     "register_loss",
+    "ROLLOUT_IS_MODES",
+    "rollout_is_weights",
     "TopKTeacher",
     "teacher_topk",
     "teacher_topk_jsd",
     "topk_expected_reward",
     "topk_jsd",
+    "weight_tokens",
 ]
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 RATIO_LEVELS = ("token", "sequence", "sequence-sum")
 RatioLevel = Literal["token", "sequence", "sequence-sum"]
+ROLLOUT_IS_MODES = ("none", "token_truncate", "token_mask")
+RolloutISMode = Literal["none", "token_truncate", "token_mask"]
 
 # verl-style registry (verl/trainer/ppo/core_algos.py): name -> function.
 LOSSES: dict[str, Callable] = {}
@@ -203,6 +211,7 @@ def policy_loss(
     global_tokens: Union[int, float, Tensor, None] = None,
     global_seqs: Union[int, float, Tensor, None] = None,
     max_len: Optional[int] = None,
+    token_weights: Optional[Tensor] = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped policy-gradient surrogate, to be minimised ([VOLD] Eq. 2 and [PTD-PO] Eq. 3 with a
     token-level ratio; [DAPO] asymmetric clip; docs/methods/README.md):
@@ -229,6 +238,12 @@ def policy_loss(
 
     The gradient flows through the whole sequence ratio into every token's log-prob. For a
     response of one token all three coincide.
+
+    ``token_weights`` (B, T), optional, detached: multiply each token's surrogate before the
+    aggregation (``weight_tokens``), e.g. the rollout-IS weights of ``rollout_is_weights`` ([TIS];
+    verl multiplies ``pg_losses`` by them the same way). For w >= 0 this equals scaling the
+    advantage by w (dual clip included); the normaliser (``agg`` and ``global_*``) is unchanged,
+    so a masked token (w = 0) still counts in the denominator, as in verl. The stats ignore them.
 
     Returns ``(loss, stats)``; stats are detached 0-d tensors over the valid tokens of this call
     (local, not global): ``clipfrac`` (tokens where the clipped branch is active),
@@ -264,6 +279,7 @@ def policy_loss(
         cap = -adv * clip_ratio_c
         dual = (adv < 0) & (per_token > cap) & valid
         per_token = torch.where(adv < 0, torch.minimum(per_token, cap), per_token)
+    per_token = weight_tokens(per_token, token_weights)
     loss = agg_loss(per_token, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs, max_len=max_len)
 
     with torch.no_grad():
@@ -281,6 +297,59 @@ def policy_loss(
             "approx_kl": ((old_logp - logp.detach()) * v).sum() / n,
         }
     return loss, stats
+
+
+def weight_tokens(per_token: Tensor, token_weights: Optional[Tensor]) -> Tensor:
+    """``per_token * sg(token_weights)`` (both (B, T)), the one place a per-token surrogate takes
+    importance weights (``policy_loss``, OPD's ``rkl-sampled``, REOPOLD's unclipped path);
+    ``None``: ``per_token`` itself, unchanged."""
+    if token_weights is None:
+        return per_token
+    if token_weights.shape != per_token.shape:
+        raise ValueError(f"token_weights {tuple(token_weights.shape)} must be {tuple(per_token.shape)} (B, T)")
+    return per_token * token_weights.detach().to(per_token.dtype)
+
+
+@register_loss("rollout_is_weights")
+def rollout_is_weights(old_logp: Tensor, rollout_logp: Tensor, mask: Tensor, mode: RolloutISMode = "token_truncate",
+                       cap: float = 2.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-token importance weights correcting the rollout engine / trainer mismatch ([TIS]):
+
+        w_t = exp(old_logp_t - rollout_logp_t)   (pi_old of the trainer over the engine's sampler)
+
+    with the log-ratio clamped to [-20, 20] before exp (as ``policy_loss``), then
+    ``token_truncate``: min(w, cap) (TIS; verl's truncate mode, TRL's
+    ``vllm_importance_sampling_cap``, ms-swift's ``token_truncate``) or ``token_mask``: w where
+    w <= cap, else 0 (ms-swift's ``token_mask``, masked IS: the token is dropped);
+    ``none``: 1 (diagnostics only). Returned (B, T) fp32, detached, 0 on padding (mask 0), so
+    equal log-probs give exactly 1 on every valid token. ``cap`` > 0 (ms-swift's default 2.0).
+
+    Stats (detached 0-d tensors over this call's valid tokens, local): ``logp_abs_diff`` (token
+    mean |old_logp - rollout_logp|), ``weight_mean`` (of the returned weights), ``capped_frac``
+    (share of tokens whose raw weight exceeds ``cap``: truncated or masked)."""
+    if mode not in ROLLOUT_IS_MODES:
+        raise ValueError(f"unknown rollout_is mode {mode!r}; expected one of {ROLLOUT_IS_MODES}")
+    if not cap > 0:
+        raise ValueError(f"rollout_is cap must be > 0, got {cap}")
+    if old_logp.shape != rollout_logp.shape or old_logp.shape != mask.shape or old_logp.dim() != 2:
+        raise ValueError(f"old_logp {tuple(old_logp.shape)}, rollout_logp {tuple(rollout_logp.shape)}, "
+                         f"mask {tuple(mask.shape)} must be (B, T)")
+    with torch.no_grad():
+        valid = mask != 0
+        zero = torch.zeros(old_logp.shape, dtype=torch.float32, device=old_logp.device)
+        diff = torch.where(valid, old_logp.float() - rollout_logp.float().to(old_logp.device), zero)
+        raw = torch.exp(diff.clamp(-20.0, 20.0))
+        above = (raw > cap) & valid
+        if mode == "token_truncate":
+            w = raw.clamp(max=cap)
+        elif mode == "token_mask":
+            w = torch.where(above, zero, raw)
+        else:
+            w = torch.ones_like(raw)
+        w = torch.where(valid, w, zero)
+        n = valid.sum().clamp_min(1).float()
+        stats = {"logp_abs_diff": diff.abs().sum() / n, "weight_mean": w.sum() / n, "capped_frac": above.sum() / n}
+    return w, stats
 
 
 def _log_ratio(diff: Tensor, valid: Tensor, level: str) -> Tensor:

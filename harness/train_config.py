@@ -166,6 +166,19 @@ class OnlineConfig(TrainConfig):
     (harness.trainer.engine_logp_exact: the HF engine on the policy's own model object, single
     turn), else recomputed; decided once per run and logged as the ``old_logp_recomputed``
     metric. ``true`` / ``false`` (older configs) mean ``always`` / ``never``."""
+    rollout_is: Literal["none", "token_truncate", "token_mask"] = "none"
+    """Importance-sampling correction of the rollout engine / trainer mismatch (a vLLM engine's
+    log-probs differ from the trainer's pi_old: own kernels, own copy of the weights): per token
+    w = exp(logp_old_trainer - logp_engine), detached, multiplies the policy-gradient surrogate
+    (harness.losses.rollout_is_weights). ``token_truncate``: min(w, cap) (truncated IS, Yao et al.
+    2025; verl's rollout IS, TRL's ``vllm_importance_sampling_correction``, ms-swift's
+    ``rollout_importance_sampling_mode=token_truncate``); ``token_mask``: w, or 0 above the cap
+    (ms-swift's ``token_mask``). Needs recomputed old log-probs. ``none`` (default): the papers
+    reproduced here do not use it. When both log-probs exist, ``rollout_logp_abs_diff`` is logged
+    whatever this setting (docs/scale_out.md)."""
+    rollout_is_cap: float = 2.0
+    """The cap C of ``rollout_is`` (TRL's ``vllm_importance_sampling_cap``); 2.0 is ms-swift's
+    ``rollout_importance_sampling_threshold`` default."""
     rollout_batch_size: int = 8
     """Prompts per generate call (memory only)."""
     rollout_engine: Literal["hf", "vllm"] = "hf"
@@ -195,6 +208,13 @@ class OnlineConfig(TrainConfig):
             resolve_tools(list(self.tools))  # unknown names fail here, naming the known tools
         if self.recompute_old_logp not in (True, False, "auto", "always", "never"):
             raise ValueError(f"recompute_old_logp must be auto, always or never, got {self.recompute_old_logp!r}")
+        if self.rollout_is not in ("none", "token_truncate", "token_mask"):
+            raise ValueError(f"rollout_is must be none, token_truncate or token_mask, got {self.rollout_is!r}")
+        if not self.rollout_is_cap > 0:
+            raise ValueError(f"rollout_is_cap must be > 0, got {self.rollout_is_cap}")
+        if self.rollout_is != "none" and self.recompute_old_logp in ("never", False):
+            raise ValueError(f"rollout_is={self.rollout_is} needs the trainer's old log-probs: "
+                             "set recompute_old_logp to auto or always, not never")
         if self.num_generations < 1 or self.prompts_per_step < 1:
             raise ValueError("prompts_per_step and num_generations must be >= 1")
         rows = self.prompts_per_step * self.num_generations

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from harness import losses
 from harness.forward import Forward, policy_forward
 from harness.config import to_dict
 from harness.checkpoint import (find_checkpoint, load_checkpoint, make_room, save_checkpoint, save_final,
@@ -313,10 +314,39 @@ def recompute_old_logp(engine: Any, ctx: Context) -> bool:
     return recompute
 
 
+ROLLOUT_IS_WEIGHT = "rollout_is_weight"
+"""``traj.extras`` key of the rollout-IS token weights (B, T) (``cfg.rollout_is``)."""
+
+
+def rollout_is_weight(mb: Trajectories) -> torch.Tensor | None:
+    """The rollout-IS token weights (B, T) the online loop put in ``mb.extras`` (``cfg.rollout_is``),
+    or None: what every method passes as its policy-gradient surrogate's ``token_weights``."""
+    return mb.extras.get(ROLLOUT_IS_WEIGHT)
+
+
+def rollout_mismatch(traj: Trajectories, rollout_logp: torch.Tensor, cfg: OnlineConfig,
+                     strategy: Strategy) -> dict[str, float]:
+    """Compare the engine's log-probs ``rollout_logp`` with the trainer's recomputed ``traj.old_logp``
+    (harness.losses.rollout_is_weights): ``rollout_logp_abs_diff`` always; with ``cfg.rollout_is``
+    the weights go into ``traj.extras[ROLLOUT_IS_WEIGHT]``, and ``rollout_is_weight_mean`` and
+    ``rollout_is_truncated_frac`` (``token_truncate``) / ``rollout_is_masked_frac`` (``token_mask``)
+    are logged. Token means over every rank's loss tokens."""
+    mode = cfg.rollout_is
+    w, stats = losses.rollout_is_weights(traj.old_logp, rollout_logp, traj.response_mask, mode, cfg.rollout_is_cap)
+    names = {"logp_abs_diff": "rollout_logp_abs_diff"}
+    if mode != "none":
+        traj.extras[ROLLOUT_IS_WEIGHT] = w
+        names["weight_mean"] = "rollout_is_weight_mean"
+        names["capped_frac"] = "rollout_is_truncated_frac" if mode == "token_truncate" else "rollout_is_masked_frac"
+    n = float((traj.response_mask != 0).sum())
+    sums = reduce_floats(strategy, [n] + [float(stats[k]) * n for k in names], "sum")
+    return {name: total / max(sums[0], 1.0) for name, total in zip(names.values(), sums[1:])}
+
+
 def online_step_builder(method: OnlineMethod, reward_fn: RewardFn | None,
                         make_engine: Callable[[Context], Any] = default_engine) -> Callable[[Context], StepFn]:
-    """The online step: rollout -> reward (when a reward function is given) -> (old log-probs)
-    -> ``method.prepare`` -> for each epoch and mini-batch an
+    """The online step: rollout -> reward (when a reward function is given) -> (old log-probs,
+    compared with the engine's: ``rollout_mismatch``) -> ``method.prepare`` -> for each epoch and mini-batch an
     :func:`harness.update.accumulate_update` with ``method.loss`` on the method's views."""
     if reward_fn is None and method.needs_reward:
         raise ValueError(f"{type(method).__name__} needs a verifiable reward: set `reward` in the config")
@@ -325,6 +355,9 @@ def online_step_builder(method: OnlineMethod, reward_fn: RewardFn | None,
         cfg: OnlineConfig = ctx.cfg  # type: ignore[assignment]
         engine = make_engine(ctx)
         recompute = recompute_old_logp(engine, ctx)
+        if cfg.rollout_is != "none" and not recompute and ctx.strategy.is_main:
+            logger.info("rollout_is=%s: the engine's log-probs are the trainer's own, so the weights are 1 "
+                        "and nothing is reweighted", cfg.rollout_is)
         method.setup(ctx)
         model = ctx.policy.model
         forward = forward_fn(ctx, method.views)
@@ -344,11 +377,14 @@ def online_step_builder(method: OnlineMethod, reward_fn: RewardFn | None,
             t_gen = time.perf_counter() - t0
             if reward_fn is not None:
                 traj.rewards = reward_fn(traj).to(torch.float32).to(traj.response_ids.device)
+            metrics: dict[str, float] = {}
             if recompute:
+                rollout_logp = traj.old_logp  # the engine's: kept for the mismatch metrics / rollout IS
                 with torch.no_grad():
                     traj.old_logp = policy_logprobs(ctx, traj, grad=False).detach()
+                metrics.update(rollout_mismatch(traj, rollout_logp, cfg, ctx.strategy))
             with autocast(ctx):
-                metrics = dict(method.prepare(traj, ctx, i))
+                metrics.update(method.prepare(traj, ctx, i))
             model.train()
             updates: list[dict[str, float]] = []
             for _ in range(cfg.ppo_epochs):

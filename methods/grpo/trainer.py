@@ -3,7 +3,8 @@
 The method is two hooks on the shared online loop (harness.trainer): ``prepare`` turns rewards
 into group-normalised advantages (and, with ``kl_coef > 0``, scores the rollouts under a frozen
 reference), ``loss`` is the clipped surrogate plus the optional reference KL, each divided by the
-mini-batch's global counts. VOLD and the other on-policy distillation methods subclass it.
+mini-batch's global counts; the rollout-IS weights (``cfg.rollout_is``) multiply the surrogate
+only, not the KL. VOLD and the other on-policy distillation methods subclass it.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from harness.models import load_model
 from harness.reward_registry import make_reward_fn
 from harness.scoring import token_logprobs
 from harness.forward import Forward
-from harness.trainer import Context, OnlineMethod, RewardFn, run_online
+from harness.trainer import Context, OnlineMethod, RewardFn, rollout_is_weight, run_online
 from harness.types import Trajectories
 from harness.update import Normalizers
 from methods.grpo.config import GRPOConfig
@@ -57,7 +58,8 @@ class GRPO(OnlineMethod):
         glob = dict(global_tokens=norm.global_tokens, global_seqs=norm.global_seqs, max_len=norm.max_len)
         pg, stats = losses.get_loss("policy_loss")(
             logp, mb.old_logp, mb.extras["advantages"], mb.response_mask, clip_low=cfg.clip_low,
-            clip_high=cfg.clip_high, agg=cfg.loss_agg, ratio_level=cfg.ratio_level, **glob)
+            clip_high=cfg.clip_high, agg=cfg.loss_agg, ratio_level=cfg.ratio_level,
+            token_weights=rollout_is_weight(mb), **glob)
         stats = {f"pg_{k}": v for k, v in stats.items()}
         total = pg
         if cfg.kl_coef > 0:

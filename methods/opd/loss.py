@@ -20,7 +20,10 @@ KL, REOPOLD Eq. 2). Five readings of "minimise KL(pi_theta || pi_T) on the stude
   top-k tokens plus one tail bucket (``harness.losses.teacher_topk_jsd``); the teacher is kept
   only as its k ids and log-probs per token.
 
-All of them aggregate with ``harness.losses.agg_loss`` over the mini-batch's global counts.
+All of them aggregate with ``harness.losses.agg_loss`` over the mini-batch's global counts. The
+rollout-IS weights (``cfg.rollout_is``) multiply the two sampled-token surrogates (``k1-reward``,
+``rkl-sampled``); the GKD losses are expectations over the vocabulary at each prefix, not
+importance-weighted samples, and take none.
 """
 from __future__ import annotations
 
@@ -47,31 +50,36 @@ def token_reward(teacher_logp: Tensor, student_logp: Tensor, mask: Tensor) -> Te
 def k1_reward_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, mask: Tensor, *,
                    reward_logp: Optional[Tensor] = None, clip_low: float = 0.2, clip_high: float = 0.2,
                    agg: str = "token-mean", ratio_level: str = "token", global_tokens: Number = None,
-                   global_seqs: Number = None, max_len: Optional[int] = None) -> tuple[Tensor, dict[str, Tensor]]:
+                   global_seqs: Number = None, max_len: Optional[int] = None, token_weights: Optional[Tensor] = None
+                   ) -> tuple[Tensor, dict[str, Tensor]]:
     """REOPOLD Eq. 3 ``J_RKL^sg`` as a loss: ``policy_loss`` with the per-token advantage
     ``A_t = sg(lp^T_t - lp^S_t)``, ``lp^S`` the current policy's log-prob (``reward_logp=None``)
     or the given one (e.g. the sampler's, ``old_logp``). With one update per rollout batch the
-    ratio is 1 and the gradient per token is ``-A_t grad lp^S_t / N``."""
+    ratio is 1 and the gradient per token is ``-A_t grad lp^S_t / N``. ``token_weights`` (B, T):
+    the rollout-IS weights (harness.losses.rollout_is_weights), multiplying the surrogate."""
     student = logp if reward_logp is None else reward_logp
     adv = token_reward(teacher_logp.detach(), student.detach(), mask)
     loss, stats = losses.policy_loss(logp, old_logp, adv, mask, clip_low=clip_low, clip_high=clip_high, agg=agg,
                                      ratio_level=ratio_level, global_tokens=global_tokens,
-                                     global_seqs=global_seqs, max_len=max_len)
+                                     global_seqs=global_seqs, max_len=max_len, token_weights=token_weights)
     return loss, {f"pg_{k}": v for k, v in stats.items()}
 
 
 @losses.register_loss("opd/rkl-sampled")
 def rkl_sampled_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, mask: Tensor, *,
                      agg: str = "token-mean", global_tokens: Number = None, global_seqs: Number = None,
-                     max_len: Optional[int] = None) -> tuple[Tensor, dict[str, Tensor]]:
+                     max_len: Optional[int] = None, token_weights: Optional[Tensor] = None
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
     """REOPOLD Eq. 3 ``J_RKL`` as a loss: ``-agg(rho_t R_t)`` with ``rho_t = exp(lp^S - lp^old)``
-    and ``R_t = lp^T - lp^S`` both carrying the gradient (no clip: the paper's RKL baseline)."""
+    and ``R_t = lp^T - lp^S`` both carrying the gradient (no clip: the paper's RKL baseline).
+    ``token_weights`` (B, T): the rollout-IS weights, multiplying ``-rho_t R_t`` (a sampled,
+    importance-weighted term) through ``harness.losses.weight_tokens``."""
     valid = mask != 0
     zero = torch.zeros_like(logp)
     lp = torch.where(valid, logp, zero)
     ratio = torch.exp((lp - torch.where(valid, old_logp.detach(), zero)).clamp(-20.0, 20.0))
     reward = token_reward(teacher_logp.detach(), lp, mask)
-    loss = losses.agg_loss(-ratio * reward, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs,
+    loss = losses.agg_loss(losses.weight_tokens(-ratio * reward, token_weights), mask, agg, global_tokens=global_tokens, global_seqs=global_seqs,
                            max_len=max_len)
     return loss, {}
 

@@ -16,7 +16,7 @@ from harness.forward import Forward
 from harness.models import load_teacher, resolve_model_name
 from harness.reward_registry import make_reward_fn
 from harness.scoring import logprobs_from_hidden, response_hidden_states, token_logprobs
-from harness.trainer import Context, OnlineMethod, RewardFn, run_online
+from harness.trainer import Context, OnlineMethod, RewardFn, rollout_is_weight, run_online
 from harness.types import Trajectories
 from harness.update import Normalizers
 from methods.grpo.data import load_rows, require
@@ -95,10 +95,11 @@ class OPD(OnlineMethod):
             loss, stats = losses.get_loss("opd/k1-reward")(
                 out.logp, mb.old_logp, teacher_logp, mask, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
                 reward_logp=None if cfg.reward_logp == "current" else mb.old_logp, agg=cfg.loss_agg,
-                ratio_level=cfg.ratio_level, **glob)
+                ratio_level=cfg.ratio_level, token_weights=rollout_is_weight(mb), **glob)
         elif cfg.loss == "rkl-sampled":
             loss, stats = losses.get_loss("opd/rkl-sampled")(out.logp, mb.old_logp, teacher_logp, mask,
-                                                             agg=cfg.loss_agg, **glob)
+                                                             agg=cfg.loss_agg, token_weights=rollout_is_weight(mb),
+                                                             **glob)
         elif cfg.loss in TOP_K:
             teacher_top = losses.TopKTeacher(mb.extras["teacher_topk_ids"].long(), mb.extras["teacher_topk_logq"])
             loss, per_token = losses.get_loss("opd/gkd-topk")(out.head, teacher_top, mask, chunk_size=cfg.kl_chunk_size,

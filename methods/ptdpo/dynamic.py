@@ -64,7 +64,9 @@ def concat_trajectories(parts: list[Trajectories]) -> Trajectories:
 
 
 def take_groups(traj: Trajectories, groups: list[int]) -> Trajectories:
-    """The rows of ``groups`` (in that order), renumbered 0..len(groups)-1."""
+    """The rows of ``groups`` (in that order), renumbered 0..len(groups)-1. ``extras`` are dropped:
+    an engine's output has none the loop needs; the rollout-IS weights (harness.trainer
+    ``rollout_mismatch``) are computed after ``generate`` returns, from this batch's ``old_logp``."""
     rows = [i for g in groups for i in (traj.group_ids == g).nonzero().flatten().tolist()]
     out = select_rows(traj, rows)
     remap = {g: j for j, g in enumerate(groups)}

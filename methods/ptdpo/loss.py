@@ -163,7 +163,8 @@ def ptdpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
                pg_coef: float = 1.0, clip_low: float = 0.2, clip_high: float = 0.3,
                clip_ratio_c: Optional[float] = None, agg: str = "token-mean", ratio_level: str = "token",
                global_tokens: Number = None, global_seqs: Number = None, max_len: Optional[int] = None,
-               ptd_global_tokens: Number = None) -> tuple[Tensor, dict[str, Tensor]]:
+               ptd_global_tokens: Number = None, token_weights: Optional[Tensor] = None
+               ) -> tuple[Tensor, dict[str, Tensor]]:
     """Eq. 12, to be minimised: ``pg_coef * surrogate + kl_coef * KL_ref + lambda_ptd * L_PTD``.
 
     The surrogate is ``harness.losses.policy_loss`` (GRPO / DAPO / GSPO by ``clip_*``, ``agg``
@@ -174,13 +175,16 @@ def ptdpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     ``harness.losses.FusedLoss``; ``alpha`` the routing weights. With ``lambda_ptd == 0`` (or no routed token) the value and
     the gradient are those of the optimiser alone, exactly: the PTD term is not evaluated.
     ``pg_coef = 0`` drops the surrogate (the pure self-distillation baseline OPSD).
+    ``token_weights`` (B, T) (the rollout-IS weights, harness.losses.rollout_is_weights) weight the
+    surrogate only; the reference KL and the PTD term are not importance-weighted surrogates.
     Returns ``(loss, stats)``; stats are detached."""
     glob = dict(global_tokens=global_tokens, global_seqs=global_seqs, max_len=max_len)
     stats: dict[str, Tensor] = {}
     total = torch.zeros((), dtype=logp.dtype, device=logp.device)
     if pg_coef != 0:
         pg, pg_stats = losses.policy_loss(logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high,
-                                          agg=agg, clip_ratio_c=clip_ratio_c, ratio_level=ratio_level, **glob)
+                                          agg=agg, clip_ratio_c=clip_ratio_c, ratio_level=ratio_level,
+                                          token_weights=token_weights, **glob)
         stats.update({f"pg_{k}": v for k, v in pg_stats.items()})
         total = pg if pg_coef == 1 else pg_coef * pg
     if kl_coef > 0:

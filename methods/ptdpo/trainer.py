@@ -24,7 +24,8 @@ from harness.jsonl import iter_jsonl
 from harness.models import load_model
 from harness.reward_registry import make_reward_fn
 from harness.scoring import response_hidden_states, token_logprobs
-from harness.trainer import Context, OnlineMethod, RewardFn, default_engine, online_step_builder, run_training
+from harness.trainer import (Context, OnlineMethod, RewardFn, default_engine, online_step_builder, rollout_is_weight,
+                             run_training)
 from harness.types import Sample, Trajectories
 from harness.update import Normalizers, reduce_floats, select_rows, split_rows
 from methods.grpo.data import require
@@ -131,7 +132,7 @@ class PTDPO(OnlineMethod):
             kl_row_weights=mb.extras.get("kl_row_weights"), pg_coef=cfg.pg_coef, clip_low=cfg.clip_low,
             clip_high=cfg.clip_high, clip_ratio_c=cfg.clip_ratio_c or None, agg=cfg.loss_agg,
             ratio_level=cfg.ratio_level, global_tokens=norm.global_tokens, global_seqs=norm.global_seqs,
-            max_len=norm.max_len,
+            max_len=norm.max_len, token_weights=rollout_is_weight(mb),
             ptd_global_tokens=float(mb.extras["ptd_den_tokens"][0]) if "ptd_den_tokens" in mb.extras else None)
         return loss, stats
 

@@ -151,7 +151,8 @@ def selection_mask(step: int, *, reward: Tensor, entropy: Optional[Tensor], mask
 def reopold_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, select: Tensor, *, lam: float = 0.3,
                  stop_grad: bool = True, reward_clip: bool = True, ppo_clip: bool = True,
                  clip_low: float = 0.2, clip_high: float = 0.2, reward_logp: Optional[Tensor] = None,
-                 global_selected: Number = None) -> tuple[Tensor, dict[str, Tensor]]:
+                 global_selected: Number = None, token_weights: Optional[Tensor] = None
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
     """``-J_REOPOLD`` (Eq. 4) of one micro-batch, to be minimised.
 
     ``select`` is ``M`` (B, T), already multiplied by the response mask (:func:`selection_mask`);
@@ -167,6 +168,9 @@ def reopold_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, select: T
       (``J_RKL`` of Eq. 3; with ``reward_clip``, ``max(R, c_lambda)``, whose gradient vanishes
       where the floor is active); no PPO clip, as the paper's RKL baseline.
 
+    ``token_weights`` (B, T), the rollout-IS weights (harness.losses.rollout_is_weights), multiply
+    the per-token term on every path (``policy_loss`` or ``_unclipped``); the normaliser is unchanged.
+
     Returns ``(loss, stats)``; stats are detached, over this call's selected tokens:
     ``clipped_frac`` (share with ``R < c_lambda``), ``reward`` (mean ``R``) and, with the PPO
     clip, ``policy_loss``'s ``pg_*`` stats."""
@@ -179,17 +183,17 @@ def reopold_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, select: T
         adv = clipped_reward(reward, floor)
         if ppo_clip:
             loss, pg = losses.policy_loss(logp, old_logp, adv, sel, clip_low=clip_low, clip_high=clip_high,
-                                          agg="token-mean", global_tokens=global_selected)
+                                          agg="token-mean", global_tokens=global_selected, token_weights=token_weights)
             stats = {f"pg_{k}": v for k, v in pg.items()}
         else:
-            loss, stats = _unclipped(logp, old_logp, adv, sel, global_selected), {}
+            loss, stats = _unclipped(logp, old_logp, adv, sel, global_selected, token_weights=token_weights), {}
     else:
         if reward_logp is not None:
             raise ValueError("stop_grad=False puts the gradient through R = lp^T - lp^theta: R must use the "
                              "current policy (reward_logp=None)")
         reward = token_reward(teacher_logp.detach(), logp, select)
         value = torch.maximum(reward, torch.full_like(reward, floor)) if reward_clip else reward
-        loss, stats = _unclipped(logp, old_logp, value, sel, global_selected), {}
+        loss, stats = _unclipped(logp, old_logp, value, sel, global_selected, token_weights=token_weights), {}
     with torch.no_grad():
         n = selected.sum().clamp_min(1).to(logp.dtype)
         r = reward.detach()
@@ -215,7 +219,8 @@ def reopold_topk_loss(student: losses.Side, teacher: losses.TopKTeacher, select:
     the gradient (stop-gradient, Remark 3.1): ``grad r_t = sum_v Rhat(v) grad p~(v)``
     (``harness.losses.topk_expected_reward``). The selection ``M`` (Eqs. 6, 8-10, from the sampled
     token) and its normaliser are REOPOLD's unchanged; no importance ratio is needed since no
-    sampled token is reweighted (the prefix is the sampler's, as in GKD). Properties (tests): with
+    sampled token is reweighted (the prefix is the sampler's, as in GKD; so it takes no rollout-IS
+    weights either). Properties (tests): with
     S the whole vocabulary and no floor, ``r_t = -KL(p || q)`` and the loss is the masked mean
     full-vocabulary reverse KL; it does not depend on the order of the vocabulary; its gradient
     vanishes where student and teacher agree on S.
@@ -237,14 +242,16 @@ def reopold_topk_loss(student: losses.Side, teacher: losses.TopKTeacher, select:
     return loss, stats
 
 
-def _unclipped(logp: Tensor, old_logp: Tensor, value: Tensor, sel: Tensor, global_selected: Number) -> Tensor:
-    """``-sum M rho v / sum M`` with ``rho = exp(lp - lp^old)`` (gradient through ``rho`` and any
-    gradient ``value`` carries)."""
+def _unclipped(logp: Tensor, old_logp: Tensor, value: Tensor, sel: Tensor, global_selected: Number,
+               token_weights: Optional[Tensor] = None) -> Tensor:
+    """``-sum M w rho v / sum M`` with ``rho = exp(lp - lp^old)`` (gradient through ``rho`` and any
+    gradient ``value`` carries) and ``w`` the optional ``token_weights`` (detached)."""
     valid = sel != 0
     zero = torch.zeros_like(logp)
     log_ratio = torch.where(valid, logp - old_logp.detach().to(logp.dtype), zero).clamp(-20.0, 20.0)
     per_token = -torch.exp(log_ratio) * torch.where(valid, value, zero)
-    return losses.agg_loss(per_token, sel, "token-mean", global_tokens=global_selected)
+    return losses.agg_loss(losses.weight_tokens(per_token, token_weights), sel, "token-mean",
+                           global_tokens=global_selected)
 
 
 __all__ = ["EXPLORE_MASKS", "clip_floor", "clipped_reward", "entropy_mask", "entropy_threshold", "exploration_mask",

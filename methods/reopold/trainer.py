@@ -18,7 +18,7 @@ import torch
 from harness import losses
 from harness.forward import Forward, policy_forward
 from harness.reward_registry import make_reward_fn
-from harness.trainer import Context, RewardFn, run_online
+from harness.trainer import Context, RewardFn, rollout_is_weight, run_online
 from harness.types import Trajectories
 from harness.update import Normalizers, micro_batches, reduce_floats, select_rows, split_rows
 from methods.opd.trainer import OPD, load_opd_prompts, masked_mean
@@ -110,7 +110,7 @@ class REOPOLD(OPD):
                 out.logp, mb.old_logp, mb.extras["teacher_logp"], select, lam=cfg.clip_coef,
                 stop_grad=cfg.stop_grad, reward_clip=cfg.reward_clip, ppo_clip=cfg.ppo_clip, clip_low=cfg.clip_low,
                 clip_high=cfg.clip_high, reward_logp=None if cfg.reward_logp == "current" else mb.old_logp,
-                global_selected=n_selected)
+                global_selected=n_selected, token_weights=rollout_is_weight(mb))
         else:  # Reopold† (App. D): expected reward over the teacher's top-k tokens
             teacher = losses.TopKTeacher(mb.extras["teacher_topk_ids"].long(), mb.extras["teacher_topk_logq"])
             loss, stats = rl.reopold_topk_loss(out.head, teacher, select, lam=cfg.clip_coef,

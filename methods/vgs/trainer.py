@@ -19,6 +19,8 @@ both views (``views = ("full", "text_only")``, one forward each, with gradient) 
 
 With ``gamma = lambda = 0``, no diagnostics and no language steering this is standard on-policy
 distillation (full-vocabulary reverse KL, Eqs. 3-4): the text-only views are then not computed.
+The rollout-IS weights (``cfg.rollout_is``, harness.trainer.rollout_is_weight) multiply the GRPO
+surrogate only; the full-vocabulary distillation terms are not importance-weighted samples.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from harness.forward import Forward
 from harness.models import load_teacher, resolve_model_name
 from harness.reward_registry import make_reward_fn
 from harness.scoring import response_hidden_states
-from harness.trainer import Context, OnlineMethod, RewardFn, run_online
+from harness.trainer import Context, OnlineMethod, RewardFn, rollout_is_weight, run_online
 from harness.types import Trajectories
 from harness.distributed import Strategy
 from harness.update import Grads, Normalizers
@@ -168,7 +170,8 @@ class VGS(OnlineMethod):
         pg = None
         if cfg.alpha is not None:
             pg, pg_stats = losses.policy_loss(student.logp, mb.old_logp, mb.extras["advantages"], mask,
-                                              clip_low=cfg.clip_low, clip_high=cfg.clip_high, agg="token-mean", **glob)
+                                              clip_low=cfg.clip_low, clip_high=cfg.clip_high, agg="token-mean",
+                                              token_weights=rollout_is_weight(mb), **glob)
             stats.update({f"pg_{k}": v for k, v in pg_stats.items()})
         self._diag_step = self.is_diag_step(step)
         # A fixed eta multiplies the distillation part here (so the logged loss is the same with

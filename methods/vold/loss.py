@@ -93,8 +93,8 @@ def vold_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, rewards: Tenso
               masked: bool = True, estimator: str = "k2", clip_low: float = 0.2, clip_high: float = 0.3,
               agg: str = "token-mean", ratio_level: str = "token", kl_agg: str = "token-mean", kl_norm: str = "all-tokens",
               global_tokens: Number = None, global_seqs: Number = None, max_len: Optional[int] = None,
-              kl_global_tokens: Number = None, kl_global_seqs: Number = None
-              ) -> tuple[Tensor, dict[str, Tensor]]:
+              kl_global_tokens: Number = None, kl_global_seqs: Number = None,
+              token_weights: Optional[Tensor] = None) -> tuple[Tensor, dict[str, Tensor]]:
     """VOLD's loss, to be minimised: Eq. 2 (GRPO, DAPO clip 0.2 / 0.3, no reference KL: §3.2
     "replaces the standard GRPO KL-divergence penalty") plus ``beta`` times the distillation term
     of Eq. 6 (``masked=True``, the paper's VOLD) or Eq. 5 (``masked=False``).
@@ -105,12 +105,14 @@ def vold_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, rewards: Tenso
     ``harness.losses.FusedLoss`` (e.g. ``lambda w: full_kl(..., token_weights=w)``). With
     ``beta == 0`` the result is the GRPO loss exactly (the distillation term is not evaluated).
     ``kl_global_*`` override ``global_*`` as the KL term's denominators (``kl_norm="failed-tokens"``).
+    ``token_weights`` (B, T) (the rollout-IS weights, harness.losses.rollout_is_weights) weight the
+    GRPO surrogate only; the distillation term is not an importance-weighted surrogate and is not.
     Returns ``(loss, stats)``: the policy-loss stats prefixed ``pg_``, plus ``kl`` (the term's
     value) and ``kl_token_mean`` (mean divergence over all valid tokens, unmasked; detached).
     """
     pg, pg_stats = losses.policy_loss(logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high,
                                       agg=agg, ratio_level=ratio_level, global_tokens=global_tokens, global_seqs=global_seqs,
-                                      max_len=max_len)
+                                      max_len=max_len, token_weights=token_weights)
     stats = {f"pg_{k}": v for k, v in pg_stats.items()}
     if beta == 0:
         return pg, stats

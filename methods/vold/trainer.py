@@ -21,7 +21,7 @@ from harness.forward import Forward
 from harness.models import resolve_model_name
 from harness.routing import failure_weights
 from harness.reward_registry import make_reward_fn
-from harness.trainer import Context, online_step_builder, run_training
+from harness.trainer import Context, online_step_builder, rollout_is_weight, run_training
 from harness.types import Trajectories
 from harness.update import Normalizers, reduce_floats, split_rows
 from harness.validation import ValidatorFactory, with_validation
@@ -119,7 +119,8 @@ class VOLD(GRPO):
                          estimator=cfg.kl_estimator, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
                          agg=cfg.loss_agg, ratio_level=cfg.ratio_level, kl_agg=cfg.kl_agg,
                          kl_norm=cfg.kl_mask_norm, global_tokens=norm.global_tokens,
-                         global_seqs=norm.global_seqs, max_len=norm.max_len, **kl_den)
+                         global_seqs=norm.global_seqs, max_len=norm.max_len, token_weights=rollout_is_weight(mb),
+                         **kl_den)
 
 
 def load_vold_teacher(cfg: VOLDConfig, student: Any) -> Any:
