@@ -59,7 +59,9 @@ def resolved_vold_configs() -> dict[str, dict]:
 # Deliberate changes of a shared default since the snapshot: (before, now) per field.
 # recompute_old_logp: "auto" recomputes for every engine but the HF engine on the trained model
 # itself, whose old log-probs are the same quantity (docs/design.md, issue 18).
-CHANGED_ON_PURPOSE = {"recompute_old_logp": (True, "auto")}
+# shard_frozen: new run-management field (issue 15); it changes placement under fsdp / zero3 only,
+# not the math (docs/scale_out.md).
+CHANGED_ON_PURPOSE = {"recompute_old_logp": (True, "auto"), "shard_frozen": (None, True)}
 
 
 def test_vold_configs_are_unchanged_field_by_field() -> None:
