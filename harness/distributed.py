@@ -17,6 +17,8 @@ Strategies (``TrainConfig.distributed``; docs/scale_out.md): ``single``, ``ddp``
 ``fsdp`` (torch FSDP2, harness.fsdp), ``zero2`` / ``zero3`` (DeepSpeed ZeRO, harness.deepspeed_zero).
 The sharded ones keep model and optimizer state in their own checkpoint formats
 (``save_shards`` / ``load_shards``) and gather full weights for the final model (``full_state_dict``).
+Frozen models (teacher, reference) are placed by ``shard_frozen``: replicated, or under ``fsdp`` /
+``zero3`` sharded like the student (``TrainConfig.shard_frozen``).
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ Each block the model names in ``_no_split_modules`` (its transformer layers) is 
 group, and so is every other module owning parameters (``shard_groups``). Gradients follow harness.distributed's convention: the
 reduce-scatter *sums* over ranks (gradient divide factor 1), and accumulates over micro-batches
 in the sharded gradient. Every rank must run the same number of forwards and backwards (the
-trainer's even shards and micro-batch counts give that; transformers' ``generate`` syncs ranks
-itself on FSDP modules). Checkpoints: torch.distributed.checkpoint of the sharded model and
+trainer's even shards and micro-batch counts give that; the HF rollout engine runs ``generate``
+with ``synced_gpus``, harness.rollout.hf). Checkpoints: torch.distributed.checkpoint of the sharded model and
 optimizer state dicts (``dcp/`` in the step directory). Frozen models (teacher, reference) are
 sharded the same way without an optimizer (``shard_frozen``).
 """
