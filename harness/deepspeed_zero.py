@@ -7,7 +7,8 @@ kernel) with ``managed_gradient_accumulation`` off: ``backward`` only accumulate
 gradient is the sum harness.distributed's global denominators need. Clipping is the trainer's
 ``max_grad_norm``, mapped to DeepSpeed's ``gradient_clipping`` (0: off — DeepSpeed's own
 default of 1.0 is never used). The trainer keeps calling the plain module (``engine.module``);
-ZeRO-3's hooks on it gather parameters per forward. Checkpoints: the engine's own
+ZeRO-3's hooks on it gather parameters per forward. Frozen models (teacher, reference) get a
+ZeRO-3 inference engine of their own (``shard_frozen``). Checkpoints: the engine's own
 (``save_checkpoint`` / ``load_checkpoint``, tag ``zero`` in the step directory).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.distributed import TorchDDP, named_objectives_unsupported
+from harness.distributed import TorchDDP, freeze, named_objectives_unsupported
 
 TAG = "zero"
 
@@ -56,6 +57,19 @@ def ds_config(stage: int, max_grad_norm: float | None, bf16: bool) -> dict[str, 
     }
 
 
+def frozen_ds_config(bf16: bool) -> dict[str, Any]:
+    """The ZeRO-3 inference config of a frozen model: no optimizer, no clipping, bf16 only when
+    the weights are bf16 (DeepSpeed casts the module to the enabled precision)."""
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {"stage": 3, "overlap_comm": False},
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
 class DeepSpeedZeRO(TorchDDP):
     """DeepSpeed ZeRO-2 / ZeRO-3 data parallel."""
 
@@ -70,6 +84,7 @@ class DeepSpeedZeRO(TorchDDP):
         self.ds.init_distributed(dist_backend="nccl" if self.device.startswith("cuda") else "gloo",
                                  auto_mpi_discovery=False)
         self.engine: Any = None
+        self.frozen_engines: list[Any] = []
         self.max_grad_norm: float | None = None
 
     def wrap(self, model, make_optimizer, max_grad_norm=None):
@@ -79,6 +94,18 @@ class DeepSpeedZeRO(TorchDDP):
                                              config=ds_config(self.stage, max_grad_norm, bf16))
         self.max_grad_norm = max_grad_norm
         return self.engine.module, optimizer  # the scheduler drives the torch optimizer's groups
+
+    def shard_frozen(self, model: nn.Module) -> nn.Module:
+        """ZeRO-3: an inference engine without optimizer (as TRL's ``prepare_deepspeed`` builds for
+        its reference model) partitions the parameters over the ranks; its module's hooks gather
+        them per forward. ZeRO-2 shards no parameters: a full copy, as ``single``."""
+        freeze(model).to(self.device)
+        if self.stage != 3:
+            return model
+        bf16 = next(model.parameters()).dtype == torch.bfloat16
+        engine, *_ = self.ds.initialize(model=model, config=frozen_ds_config(bf16))
+        self.frozen_engines.append(engine)  # keeps the engine (and its hooks) alive with the run
+        return engine.module
 
     def backward(self, loss: torch.Tensor) -> None:
         # What engine.forward does first (the trainer calls the module itself): ZeRO-3 counts its

@@ -17,6 +17,8 @@ Strategies (``TrainConfig.distributed``; docs/scale_out.md): ``single``, ``ddp``
 ``fsdp`` (torch FSDP2, harness.fsdp), ``zero2`` / ``zero3`` (DeepSpeed ZeRO, harness.deepspeed_zero).
 The sharded ones keep model and optimizer state in their own checkpoint formats
 (``save_shards`` / ``load_shards``) and gather full weights for the final model (``full_state_dict``).
+Frozen models (teacher, reference) are placed by ``shard_frozen``: replicated, or under ``fsdp`` /
+``zero3`` sharded like the student (``TrainConfig.shard_frozen``).
 """
 from __future__ import annotations
 
@@ -45,6 +47,12 @@ def clip_and_step(params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
     return norm
 
 
+def freeze(model: nn.Module) -> nn.Module:
+    """``model`` with every parameter's ``requires_grad`` off, in eval mode."""
+    model.requires_grad_(False)
+    return model.eval()
+
+
 class Strategy:
     """Single process. Subclasses override what differs; the trainers only call these methods."""
 
@@ -64,6 +72,13 @@ class Strategy:
         ``make_optimizer``; returns the model to call and the torch optimizer (for the scheduler).
         ``max_grad_norm`` is the clip the engine applies where it clips itself (DeepSpeed)."""
         return model, make_optimizer(model)
+
+    def shard_frozen(self, model: nn.Module) -> nn.Module:
+        """Prepare a frozen model (teacher, reference) for inference under no_grad: every parameter
+        frozen, eval mode; returns the module to call. Here replicated: a full copy on this
+        rank's device. ``fsdp`` / ``zero3`` shard its parameters over the ranks like the student's
+        (collective: every rank must then run the same forwards, see docs/scale_out.md)."""
+        return freeze(model).to(self.device)
 
     def save_shards(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
         """Write model and optimizer state in this engine's sharded format under ``path``

@@ -5,9 +5,10 @@ Each block the model names in ``_no_split_modules`` (its transformer layers) is 
 group, and so is every other module owning parameters (``shard_groups``). Gradients follow harness.distributed's convention: the
 reduce-scatter *sums* over ranks (gradient divide factor 1), and accumulates over micro-batches
 in the sharded gradient. Every rank must run the same number of forwards and backwards (the
-trainer's even shards and micro-batch counts give that; transformers' ``generate`` syncs ranks
-itself on FSDP modules). Checkpoints: torch.distributed.checkpoint of the sharded model and
-optimizer state dicts (``dcp/`` in the step directory).
+trainer's even shards and micro-batch counts give that; the HF rollout engine runs ``generate``
+with ``synced_gpus``, harness.rollout.hf). Checkpoints: torch.distributed.checkpoint of the sharded model and
+optimizer state dicts (``dcp/`` in the step directory). Frozen models (teacher, reference) are
+sharded the same way without an optimizer (``shard_frozen``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
 
-from harness.distributed import TorchDDP, clip_and_step, named_objectives_unsupported
+from harness.distributed import TorchDDP, clip_and_step, freeze, named_objectives_unsupported
 
 DCP_DIR = "dcp"
 
@@ -68,17 +69,37 @@ class FSDP2(TorchDDP):
     """Fully sharded data parallel (FSDP2) over the gloo / NCCL process group."""
 
     name = "fsdp"
+    _mesh = None  # the 1-D device mesh over all ranks, made at the first sharding
 
     def wrap(self, model, make_optimizer, max_grad_norm=None):
         self.broadcast_weights(model)  # the same initial weights on every rank, then shard them
-        mesh = init_device_mesh(self.device.split(":")[0], (self.world_size,))
-        for group in shard_groups(model):
-            fully_shard(group if len(group) > 1 else group[0], mesh=mesh)
+        for group in self._shard(model):
             for module in group:  # sum over ranks (losses carry global denominators)
                 assert isinstance(module, FSDPModule)
                 module.set_gradient_divide_factor(1.0)
                 module.set_force_sum_reduction_for_comms(True)  # plain SUM: gloo has no PREMUL_SUM / AVG
         return model, make_optimizer(model)
+
+    def shard_frozen(self, model: nn.Module) -> nn.Module:
+        """``fully_shard`` each of ``shard_groups(model)`` on the student's mesh, parameters frozen,
+        no optimizer: every forward (top level, or the scorers' direct calls into the backbone and
+        ``lm_head``) all-gathers a group's parameters and frees them after it. The weights must be
+        the same on every rank (loaded from one checkpoint)."""
+        freeze(model).to(self.device)
+        self._shard(model)
+        return model
+
+    def _shard(self, model: nn.Module) -> list[list[nn.Module]]:
+        """``fully_shard`` every group of ``shard_groups(model)`` over all ranks; returns the groups.
+        Each group reshards after its forward: with no root group every group is an FSDP root,
+        which by default stays gathered after forward until a backward (never, for no-grad
+        forwards: rollouts, scoring, a frozen model)."""
+        if self._mesh is None:
+            self._mesh = init_device_mesh(self.device.split(":")[0], (self.world_size,))
+        groups = shard_groups(model)
+        for group in groups:
+            fully_shard(group if len(group) > 1 else group[0], mesh=self._mesh, reshard_after_forward=True)
+        return groups
 
     def step(self, model, optimizer, max_grad_norm, reduce=True):
         if not reduce:

@@ -19,7 +19,7 @@ from harness.tiny import TINY_KINDS, build_tiny_model, smoke_model_path  # noqa:
 __all__ = [
     "PolicyBundle", "VocabularyMismatchError", "load_model", "load_teacher", "save_bundle",
     "check_same_vocabulary", "freeze_vision_tower", "build_tiny_model", "smoke_model_path",
-    "resolve_dtype",
+    "resolve_dtype", "is_sharded", "full_shape", "full_weight",
 ]
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -82,6 +82,34 @@ def _is_vlm_config(config: Any) -> bool:
 def unwrap_model(model: Any) -> Any:
     """The module inside a DDP / DeepSpeed wrapper (``.module``), or ``model`` itself."""
     return getattr(model, "module", model)
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s parameters are sharded over ranks (FSDP2 DTensors, ZeRO-3 partitions):
+    then every forward is a collective, and all ranks must run the same ones."""
+    from torch.distributed.tensor import DTensor
+
+    p = next(model.parameters(), None)
+    return isinstance(p, DTensor) or hasattr(p, "ds_id")
+
+
+def full_shape(param: torch.Tensor) -> torch.Size:
+    """A parameter's whole shape (``ds_shape`` under ZeRO-3, whose partitioned tensor is an empty
+    placeholder; a DTensor's ``shape`` is already the global one)."""
+    return getattr(param, "ds_shape", param.shape)
+
+
+def full_weight(param: torch.Tensor) -> torch.Tensor:
+    """The whole value of a parameter, detached: gathered from its shards (collective) when sharded
+    (an FSDP2 DTensor, a ZeRO-3 partition), else the parameter itself."""
+    if hasattr(param, "full_tensor"):
+        return param.detach().full_tensor()
+    if hasattr(param, "ds_id"):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([param]):
+            return param.data.detach().clone()
+    return param.detach()
 
 
 def freeze_vision_tower(model: torch.nn.Module) -> int:
@@ -191,9 +219,9 @@ def save_bundle(bundle: PolicyBundle, out_dir: str | Path) -> Path:
 
 
 def _embedding_rows(model: torch.nn.Module) -> tuple[int, int | None]:
-    inp = model.get_input_embeddings().weight.shape[0]
+    inp = full_shape(model.get_input_embeddings().weight)[0]
     out = model.get_output_embeddings()
-    return inp, (out.weight.shape[0] if out is not None else None)
+    return inp, (full_shape(out.weight)[0] if out is not None else None)
 
 
 def check_same_vocabulary(student: PolicyBundle, teacher: PolicyBundle, max_listed: int = 5) -> None:

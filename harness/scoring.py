@@ -36,7 +36,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from harness.chunking import tokens_per_chunk
-from harness.models import PolicyBundle
+from harness.models import PolicyBundle, full_weight
 from harness.types import Sample, Trajectories
 
 View = Union[str, Callable[[Sample], Sample]]
@@ -445,7 +445,8 @@ def response_hidden_states(bundle: PolicyBundle, traj: Trajectories, view: View 
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(hidden (B, T, H), lm_head weight (V, H))``: the final hidden state at the position that
     predicts each response token (zeroed outside the loss mask), for the chunked full-vocabulary losses
-    (``logits = hidden @ weight.T``)."""
+    (``logits = hidden @ weight.T``). Without ``grad`` the weight is whole even when the model is
+    sharded (``harness.models.full_weight``: gathered, a collective)."""
     _check_view(bundle, traj, view)
     contexts = rendered_contexts(bundle, traj, view)
     pieces = []
@@ -455,4 +456,4 @@ def response_hidden_states(bundle: PolicyBundle, traj: Trajectories, view: View 
             hidden = _forward_hidden(bundle, [contexts[int(traj.group_ids[r])] for r in rows], part)
             pieces.append(hidden * part.response_mask.to(hidden.device, hidden.dtype)[..., None])
     weight = bundle.model.get_output_embeddings().weight
-    return torch.cat(pieces), (weight if grad else weight.detach())
+    return torch.cat(pieces), (weight if grad else full_weight(weight))

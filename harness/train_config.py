@@ -77,6 +77,11 @@ class TrainConfig:
     """``auto``: torch DDP when launched by torchrun with WORLD_SIZE > 1, else single process.
     ``fsdp``: torch FSDP2; ``zero2`` / ``zero3``: DeepSpeed ZeRO (docs/scale_out.md)."""
     device: str = "auto"
+    shard_frozen: bool = True
+    """Under ``fsdp`` / ``zero3`` the frozen teacher / reference model is sharded over the ranks like
+    the student (FSDP2 without optimizer, ZeRO-3 inference; ``Strategy.shard_frozen``), its
+    parameters gathered per forward. False (and under ``single`` / ``ddp`` / ``zero2``): every
+    rank holds a full copy."""
 
     def __post_init__(self) -> None:
         from harness.tracking import parse_report_to
@@ -206,6 +211,7 @@ class OnlineConfig(TrainConfig):
             from harness.tools import resolve_tools
 
             resolve_tools(list(self.tools))  # unknown names fail here, naming the known tools
+            self.refuse_rank_local_rollouts("tools (multi-turn rollouts)")
         if self.recompute_old_logp not in (True, False, "auto", "always", "never"):
             raise ValueError(f"recompute_old_logp must be auto, always or never, got {self.recompute_old_logp!r}")
         if self.rollout_is not in ("none", "token_truncate", "token_mask"):
@@ -220,3 +226,11 @@ class OnlineConfig(TrainConfig):
         rows = self.prompts_per_step * self.num_generations
         if self.mini_batches_per_step < 1 or self.mini_batches_per_step > rows:
             raise ValueError(f"mini_batches_per_step must be in [1, {rows}] (rows per rollout batch)")
+
+    def refuse_rank_local_rollouts(self, what: str) -> None:
+        """One-line error when ``what`` (a rollout scheme whose number of ``generate`` calls depends
+        on each rank's own rows) meets transformers' generate on a policy sharded over the ranks,
+        where every decode step is a collective and unequal call counts hang."""
+        if self.rollout_engine == "hf" and self.distributed in ("fsdp", "zero3"):
+            raise ValueError(f"{what} with rollout_engine=hf cannot run under distributed={self.distributed} (a "
+                             f"rank-dependent number of generate calls on a sharded policy hangs); use ddp or zero2")

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +30,7 @@ from harness.config import to_dict
 from harness.checkpoint import (find_checkpoint, load_checkpoint, make_room, save_checkpoint, save_final,
                                 seed_everything, set_aside)
 from harness.distributed import Strategy, make_strategy
-from harness.models import load_model, resolve_dtype, resolve_model_name, unwrap_model
+from harness.models import load_model, load_teacher, resolve_dtype, resolve_model_name, unwrap_model
 from harness.optim import build_optimizer, build_scheduler
 from harness.rollout.hf import HFRolloutEngine
 from harness.run_dir import RunDir
@@ -102,6 +103,18 @@ def shard(items: list, strategy: Strategy) -> list:
         raise ValueError(f"batch of {len(items)} is not divisible by the world size {w}")
     k = len(items) // w
     return items[strategy.rank * k:(strategy.rank + 1) * k]
+
+
+def load_frozen(ctx: Context, name_or_path: str, dtype: str, *, teacher: bool = True) -> Any:
+    """A frozen model for a method's ``setup``: a teacher (``harness.models.load_teacher``: its
+    vocabulary checked against the policy's) or, ``teacher=False``, a reference; then sharded like
+    the student when ``cfg.shard_frozen`` (``Strategy.shard_frozen``), else a full copy per rank."""
+    device = ctx.strategy.device
+    bundle = (load_teacher(name_or_path, ctx.policy, dtype=dtype, device=device) if teacher
+              else load_model(name_or_path, dtype=dtype, device=device, trainable=False))
+    place = ctx.strategy.shard_frozen if ctx.cfg.shard_frozen else partial(Strategy.shard_frozen, ctx.strategy)
+    bundle.model = place(bundle.model)
+    return bundle
 
 
 def default_load_policy(cfg: TrainConfig, strategy: Strategy) -> Any:

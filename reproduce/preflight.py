@@ -17,9 +17,10 @@ Memory model (model states only; activations, the KV cache and a colocated vLLM'
 *not* counted and come on top): mixed-precision AdamW keeps 16 bytes a trainable parameter
 (bf16 weights 2 + bf16 gradients 2 + fp32 master weights, first and second moments 12), the
 frozen bf16 teacher 2 bytes a parameter. Per GPU with N ranks: DDP / single 16 P; ZeRO-2 (optimizer
-state and gradients sharded) 2 P + 14 P / N; ZeRO-3 / FSDP2 (everything sharded) 16 P / N; the
-teacher 2 P_T on every GPU (the harness does not shard frozen models: each rank loads its own
-copy, docs/scale_out.md). The student's share is DeepSpeed's own accounting
+state and gradients sharded) 2 P + 14 P / N; ZeRO-3 / FSDP2 (everything sharded) 16 P / N. The
+teacher: 2 P_T / N under ZeRO-3 / FSDP2, sharded like the student (``TrainConfig.shard_frozen``,
+default on; docs/scale_out.md), else 2 P_T on every GPU (DDP, ZeRO-2, which shards no
+parameters, or ``shard_frozen: false``). The student's share is DeepSpeed's own accounting
 (``estimate_zero2_model_states_mem_needs`` / ``..._zero3_...``, without their CPU-offload cases).
 Parameter counts come from the model's ``config.json`` (local path or cache), instantiated on the
 meta device, so nothing is downloaded and no memory is used; without the config, the size the hub
@@ -142,21 +143,24 @@ def param_count(model_id: str) -> Optional[int]:
     return sum(p.numel() for p in model.parameters())
 
 
-def state_bytes(student: int, teacher: int, strategy: str, world: int, trains: bool = True) -> float:
+def state_bytes(student: int, teacher: int, strategy: str, world: int, trains: bool = True,
+                shard_frozen: bool = True) -> float:
     """Per-GPU model-state bytes (module docstring) of a stage training ``student`` parameters with
     a frozen ``teacher`` (0: none) under ``strategy`` (a ``TrainConfig.distributed`` name) on
-    ``world`` ranks; a stage that only
-    generates (``trains=False``) holds its model's bf16 weights on each GPU."""
+    ``world`` ranks, the teacher sharded under zero3 / fsdp when ``shard_frozen``; a stage that
+    only generates (``trains=False``) holds its model's bf16 weights on each GPU."""
     if not trains:
         return FROZEN_BYTES * (student + teacher)
     n = max(1, world)
+    frozen = FROZEN_BYTES * teacher
     if strategy == "zero2":
         train = 2 * student + (TRAIN_BYTES - 2) * student / n
     elif strategy in ("zero3", "fsdp"):
         train = TRAIN_BYTES * student / n
+        frozen = frozen / n if shard_frozen else frozen
     else:
         train = TRAIN_BYTES * student
-    return train + FROZEN_BYTES * teacher
+    return train + frozen
 
 
 def nominal_params(model_id: str) -> Optional[int]:
@@ -238,8 +242,8 @@ def memory_table(plan, table_id: str, rows: Optional[list[str]] = None, worlds: 
                      f"{student / 1e9:.2f}B" if student else "?", f"{teacher / 1e9:.2f}B" if teacher else "-",
                      *cells, note])
     heads = [f"{s} x{n}" for s in ("DDP", "ZeRO-2", "ZeRO-3/FSDP2") for n in worlds]
-    return ("Per-GPU model states, GiB (bf16 weights + AdamW 16 B / trainable param, frozen teacher or reference 2 B / param; "
-            "activations, KV cache and vLLM not included):\n"
+    return ("Per-GPU model states, GiB (bf16 weights + AdamW 16 B / trainable param, frozen teacher or reference 2 B / param, "
+            "sharded under ZeRO-3/FSDP2 with shard_frozen (the default); activations, KV cache and vLLM not included):\n"
             + tabulate(body, headers=["stage", "recipe strategy", "student", "frozen", *heads, "note"], tablefmt="simple"))
 
 
@@ -293,7 +297,7 @@ def preflight(plan, table_id: str, out: Path, rows: Optional[list[str]] = None, 
             need_disk += (TRAIN_BYTES + FROZEN_BYTES) * student  # last resumable checkpoint + final bf16 weights
         strategy = str(st.overrides.get("distributed", "ddp"))
         per_gpu = state_bytes(student, teacher, "ddp" if strategy in ("auto", "single") else strategy, world,
-                              _trains(st))
+                              _trains(st), bool(st.overrides.get("shard_frozen", True)))
         if gpus and per_gpu > min(gpus):
             problems.append(f"stage {st.id}: model states need ~{per_gpu / GIB:.1f} GiB a GPU under "
                             f"{strategy} on {world} GPU(s), the smallest has {min(gpus) / GIB:.1f} GiB "

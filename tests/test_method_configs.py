@@ -84,6 +84,9 @@ CHANGED_ON_PURPOSE: dict[str, Callable[[Any, Any, str], bool]] = {
     "engine": _paper_engine,
     "vllm": _paper_vllm,
     "traces": _traces_engine,
+    # shard_frozen: new run-management field (issue 15); it changes placement under fsdp / zero3 only,
+    # not the math (docs/scale_out.md).
+    "shard_frozen": lambda before, now, key: (before, now) == (None, True),
 }
 
 

@@ -38,9 +38,20 @@ def test_sharding_never_costs_more_and_matches_deepspeeds_accounting(p, t, n):
     assert z3 <= z2 <= ddp
     assert ddp == 16 * p + 2 * t                       # nothing sharded
     assert abs(z2 - (2 * p + 14 * p / n + 2 * t)) < 1e-6 * ddp   # optimizer state + gradients sharded
-    assert abs(z3 - (16 * p / n + 2 * t)) < 1e-6 * ddp          # the student's state sharded, the teacher not
+    assert abs(z3 - (16 * p / n + 2 * t / n)) < 1e-6 * ddp      # the student's state and the teacher sharded
     assert pf.state_bytes(p, t, "zero3", 1) == ddp      # one rank: sharding saves nothing
     assert pf.state_bytes(p, t, "ddp", n, trains=False) == 2 * (p + t)
+
+
+@pytest.mark.parametrize("strategy", ["zero3", "fsdp"])
+def test_the_teacher_is_divided_by_the_world_size_only_when_it_is_sharded(strategy):
+    """shard_frozen (the default) shards the frozen teacher like the student under zero3 / fsdp:
+    a 3B student with an 8B teacher on 8 GPUs holds 16 * 3e9 / 8 + 2 * 8e9 / 8 bytes a GPU; with
+    shard_frozen off (and under zero2, which shards no parameters) the whole teacher on each."""
+    p, t, n = 3 * 10**9, 8 * 10**9, 8
+    assert pf.state_bytes(p, t, strategy, n) == 16 * p / n + 2 * t / n
+    assert pf.state_bytes(p, t, strategy, n, shard_frozen=False) == 16 * p / n + 2 * t
+    assert pf.state_bytes(p, t, "zero2", n) == 2 * p + 14 * p / n + 2 * t
 
 
 def test_param_count_reads_the_config_on_the_meta_device(tmp_path):
@@ -119,6 +130,25 @@ def test_memory_and_disk_problems_name_the_stage_and_the_numbers(offline_cache, 
     (disk,) = pf.preflight(_vold_plan(), "table1", tmp_path / "run", gpus=[141 * GIB], count=sizes.get,
                            disk_free=GIB)
     assert "needed for checkpoints" in disk and "1 GiB free" in disk
+
+
+def test_preflight_counts_a_sharded_teacher_per_gpu(offline_cache, tmp_path, monkeypatch):
+    """vold_rl (3B student, 8B teacher) under zero3 on 8 GPUs of 10 GiB: (48 + 16) GB / 8 = 7.5
+    GiB a GPU fits; with shard_frozen off the whole teacher on each GPU, 6 + 16 GB = 20.5 GiB, does not."""
+    monkeypatch.setattr(pf, "locate", lambda need, hub: None)
+    sizes = {"Qwen/Qwen2.5-VL-3B-Instruct": 3_000_000_000, "Qwen/Qwen3-8B": 8_000_000_000}
+
+    def problems(**overrides):
+        plan = _vold_plan()
+        for st in plan.stages.values():
+            if st.id == "vold_rl":
+                st.overrides.update(overrides)
+        found = pf.preflight(plan, "table1", tmp_path / "run", gpus=[10 * GIB] * 8, count=sizes.get, disk_free=10**15)
+        return [p for p in found if p.startswith("stage vold_rl:")]
+
+    assert problems(distributed="zero3") == []
+    (line,) = problems(distributed="zero3", shard_frozen=False)
+    assert "~20.5 GiB a GPU under zero3 on 8 GPU(s)" in line
 
 
 def test_dry_run_prints_the_memory_estimate():

@@ -71,7 +71,7 @@ def _method(monkeypatch, accuracy, **kw):
         return real(model, traj, view, **k)
 
     monkeypatch.setattr(tr, "response_hidden_states", spy)
-    ctx = SimpleNamespace(policy=bundle, strategy=Strategy("cpu"))
+    ctx = SimpleNamespace(policy=bundle, strategy=Strategy("cpu"), cfg=method.cfg)
     method.setup(ctx)
     return method, bundle, ctx, calls
 
@@ -111,6 +111,29 @@ def test_no_hint_means_no_teacher_forward_and_the_plain_optimiser(monkeypatch):
     fwd = policy_forward(bundle, traj, ("full",))
     loss, stats = method.loss(fwd, traj, normalizers(traj, ctx.strategy), 0)
     assert "ptd" not in stats and torch.isfinite(loss)
+
+
+def test_a_sharded_reference_runs_as_many_teacher_forwards_on_every_rank(monkeypatch):
+    """Under a sharded reference (shard_frozen; its forwards are collectives) a rank that routes
+    fewer rows than another pads its teacher forward with repeats of one routed row (or row 0 when
+    it routes none) up to the most any rank routes, and keeps only its own rows' hidden states."""
+    from harness.data import load_training_set
+    from methods.ptdpo import trainer as tr
+
+    samples = [s for s in load_training_set("champ", "train", limit=4, instruction="think_boxed") if s.hint][:2]
+    acc = [1, 0, 0, 1, 1, 1]  # group 0 routes its 2 failures, group 1 none
+    method, bundle, ctx, calls = _method(monkeypatch, acc, tau_ptd=0.5)
+    traj = _traj(bundle, samples)
+    traj.rewards = 0.9 * torch.tensor(acc, dtype=torch.float32)
+    method.prepare(traj, ctx, 0)
+    plain = traj.extras["teacher_hidden"].clone()
+    monkeypatch.setattr(tr, "is_sharded", lambda model: True)
+    monkeypatch.setattr(tr, "reduce_floats", lambda strategy, values, op: [5.0] if op == "max" else values)
+    calls.clear()
+    method.prepare(traj, ctx, 0)
+    assert calls == [[samples[0].id] * 5]  # 2 routed rows + 3 repeats: the other rank routes 5
+    torch.testing.assert_close(traj.extras["teacher_hidden"], plain, atol=1e-5, rtol=1e-4)
+    assert method._rows_to_score([], ctx) == [0] * 5
 
 
 # ---------------------------------------------------------------- DAPO dynamic sampling

@@ -1,8 +1,10 @@
 """FSDP2 and DeepSpeed ZeRO-2 / ZeRO-3 on 2 CPU processes (gloo), launched with
 ``torch.distributed.run`` (tests/sharded_worker.py does the work of each rank).
 
-Per strategy, three launches: the checks plus an SFT smoke run stopped after 2 of 3 steps, a
-fresh launch that resumes it from the sharded checkpoint, and the same run uninterrupted. Slow
+Per strategy, three launches: the checks (gradients and shard counts, a frozen model sharded by
+``Strategy.shard_frozen``, a 2-step OPD smoke run whose ranks decode different numbers of steps
+with its teacher sharded) plus an SFT smoke run stopped after 2 of 3 steps, a fresh launch that
+resumes it from the sharded checkpoint, and the same run uninterrupted. Slow
 (each launch imports torch, transformers and DeepSpeed in 2 processes): marked ``slow``.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 
 from harness.distributed import Strategy
 from harness.update import accumulate_update
-from trainer_helpers import fixed_batch, forward_of, tiny_lm
+from trainer_helpers import fixed_batch, forward_of, logp_of, tiny_lm
 
 pytestmark = pytest.mark.slow
 
@@ -134,3 +136,63 @@ def test_resume_in_a_fresh_launch_is_bit_exact(runs):
     la = [json.loads(x)["loss"] for x in (out / "resumed" / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x)["loss"] for x in (out / "whole" / "metrics.jsonl").read_text().splitlines()]
     assert la == lb, (name, la, lb)
+
+
+def _between_half_and(c: dict, local: str, total: str, name: str) -> None:
+    half = c[total] / 2
+    assert half * 0.95 <= c[local] <= half * 1.01, (name, local, c[local], c[total])
+
+
+def test_a_frozen_model_sharded_for_inference_scores_as_the_whole_model(runs):
+    """``Strategy.shard_frozen`` on a tiny frozen model: every rank's per-token log-probs on
+    ``fixed_batch`` (top-level forward) and logits (backbone then ``lm_head``, as the scorers call
+    them) equal the unsharded model's to 1e-6 absolute (the same fp32 ops on gathered weights),
+    its ``lm_head`` gathers whole and bit-exact, no parameter wants a gradient, and each rank
+    holds about half of its parameters under fsdp / zero3 (all of them under zero2)."""
+    from sharded_worker import FROZEN_SEED
+
+    name, out = runs
+    whole = tiny_lm(FROZEN_SEED)
+    batch = fixed_batch()
+    ids = torch.cat([batch.prompt_ids, batch.response_ids], 1)
+    mask = torch.cat([batch.prompt_mask, batch.response_mask], 1)
+    with torch.no_grad():
+        ref_logp = logp_of(whole, batch)
+        ref_logits = whole(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+    for rank in (0, 1):
+        c = _checks(out, rank)
+        torch.testing.assert_close(c["frozen_logp"], ref_logp, atol=1e-6, rtol=0, msg=f"{name} rank {rank}")
+        torch.testing.assert_close(c["frozen_logits"], ref_logits, atol=1e-6, rtol=0, msg=f"{name} rank {rank}")
+        assert torch.equal(c["frozen_head"], whole.lm_head.weight.detach()), (name, rank)
+        assert not c["frozen_grad"], (name, rank)
+        assert c["frozen_total"] == sum(p.numel() for p in whole.parameters())
+        if name == "zero2":
+            assert c["frozen_params"] == c["frozen_total"], (name, rank, c["frozen_params"])
+        else:
+            _between_half_and(c, "frozen_params", "frozen_total", name)
+
+
+def test_online_rollouts_with_unequal_lengths_and_a_sharded_teacher(runs):
+    """The 2-step OPD smoke run (its teacher loaded through harness.trainer.load_frozen) finished
+    although rank 0's responses all end after ``EOS_AFTER`` tokens and rank 1's run longer (the
+    ranks decode different numbers of steps: ``generate`` must keep the ranks in step on a sharded
+    policy), logged finite metrics every step, and its teacher was sharded like the student (half
+    per rank under fsdp / zero3, whole under zero2)."""
+    from sharded_worker import EOS_AFTER, OPD_RUN
+
+    name, out = runs
+    first, second = _checks(out, 0), _checks(out, 1)
+    assert first["opd_steps"] and all(n == EOS_AFTER for n in first["opd_steps"]), (name, first["opd_steps"])
+    assert len(second["opd_steps"]) == len(first["opd_steps"]), (name, second["opd_steps"])
+    assert all(n > EOS_AFTER for n in second["opd_steps"]), (name, second["opd_steps"])
+    records = [json.loads(x) for x in (out / "opd" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, OPD_RUN["steps"] + 1)), (name, records)
+    for r in records:
+        assert all(torch.isfinite(torch.tensor(float(v))) for v in r.values()), (name, r)
+        assert "rkl_full" in r, (name, r)  # the teacher's whole lm_head was gathered for it
+    assert (out / "opd" / "final" / "model.safetensors").is_file()
+    for c in (first, second):
+        if name == "zero2":
+            assert c["teacher_params"] == c["teacher_total"], (name, c["teacher_params"])
+        else:
+            _between_half_and(c, "teacher_params", "teacher_total", name)

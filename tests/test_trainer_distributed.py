@@ -196,3 +196,54 @@ def test_sft_run_on_two_processes_matches_one_process(two_process_results, tmp_p
     la = [json.loads(x)["loss"] for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x)["loss"] for x in (two / "metrics.jsonl").read_text().splitlines()]
     assert np.allclose(la, lb, atol=1e-5), (la, lb)
+
+
+# ------------------------------------------------------------------ frozen models, synced generate
+
+
+def test_unsharded_strategies_keep_a_frozen_model_whole_on_their_device():
+    """``Strategy.shard_frozen`` (single / ddp / zero2): the same module, every parameter frozen,
+    in eval mode; ``generate`` needs no rank sync for it (harness.rollout.hf.synced_gpus)."""
+    from harness.models import is_sharded
+    from harness.rollout.hf import synced_gpus
+
+    model = tiny_lm().train()
+    frozen = Strategy("cpu").shard_frozen(model)
+    assert frozen is model and not frozen.training
+    assert not any(p.requires_grad for p in frozen.parameters())
+    assert not is_sharded(frozen) and not synced_gpus(frozen)
+
+
+@pytest.mark.parametrize("shard", [True, False])
+def test_load_frozen_places_the_model_as_shard_frozen_says(shard, monkeypatch):
+    """harness.trainer.load_frozen: the strategy's ``shard_frozen`` when ``cfg.shard_frozen``,
+    else the replicated placement of the base ``Strategy``."""
+    from types import SimpleNamespace
+
+    import harness.trainer as tr
+
+    class Recording(Strategy):
+        def shard_frozen(self, model):
+            model.sharded_here = True
+            return super().shard_frozen(model)
+
+    monkeypatch.setattr(tr, "load_model", lambda *a, **k: SimpleNamespace(model=tiny_lm()))
+    ctx = SimpleNamespace(strategy=Recording("cpu"), cfg=SimpleNamespace(shard_frozen=shard), policy=None)
+    ref = tr.load_frozen(ctx, "unused", "float32", teacher=False)
+    assert getattr(ref.model, "sharded_here", False) is shard
+    assert not any(p.requires_grad for p in ref.model.parameters())
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "zero3"])
+def test_rank_dependent_generate_calls_are_refused_on_a_sharded_policy(strategy):
+    """Multi-turn tool rollouts and DAPO's dynamic sampling make a rank-dependent number of
+    ``generate`` calls: under fsdp / zero3 with the HF engine they would hang, so the config says so."""
+    from methods.grpo.config import GRPOConfig
+    from methods.ptdpo.config import PTDPOConfig
+
+    with pytest.raises(ValueError, match=f"tools .* cannot run under distributed={strategy}"):
+        GRPOConfig(model="m", data="d", tools=("calculate",), distributed=strategy)
+    with pytest.raises(ValueError, match=f"dynamic_sampling .* cannot run under distributed={strategy}"):
+        PTDPOConfig(model="m", data="d", dynamic_sampling=True, distributed=strategy)
+    GRPOConfig(model="m", data="d", tools=("calculate",), distributed="zero2")
+    PTDPOConfig(model="m", data="d", dynamic_sampling=True, distributed=strategy, rollout_engine="vllm")

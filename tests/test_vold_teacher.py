@@ -81,7 +81,8 @@ def test_a_teacher_with_another_vocabulary_is_refused(student, tmp_path):
     other.model.resize_token_embeddings(len(other.tokenizer) + 16)
     other.model.save_pretrained(path)
     with pytest.raises(VocabularyMismatchError, match="vocab"):
-        load_vold_teacher(rl_config(teacher=str(path)), student)
+        cfg = rl_config(teacher=str(path))
+        load_vold_teacher(cfg, ctx_for(student, cfg))
 
 
 def test_beta_zero_loads_no_teacher_and_gives_the_grpo_loss(student, rollouts):

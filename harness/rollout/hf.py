@@ -15,6 +15,11 @@ reads off the token that was chosen. Only one step's logits are held at a time (
 ``traj.extras["rendered"]`` maps ``scoring.render_key(bundle, view)`` to the rendered prompt of
 each group (``input_ids``; ``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids`` with
 images), so scorers that render the same way reuse it instead of re-processing the images.
+
+Under a sharded policy (``fsdp`` / ``zero3``) every decode step is a collective: ``generate`` runs
+with ``synced_gpus`` (``synced_gpus``), and every rank must make the same number of ``generate``
+calls (``generate`` does: the trainer gives each rank the same number of prompts; multi-turn
+``continue_rows`` and dynamic sampling do not, and are refused there).
 """
 from __future__ import annotations
 
@@ -22,12 +27,13 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, \
     StoppingCriteriaList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from harness.models import PolicyBundle, unwrap_model
+from harness.models import PolicyBundle, is_sharded, unwrap_model
 from harness.scoring import View, _to_device, collate, render_key, render_prompt, token_id
 from harness.types import Sample, SamplingParams, Trajectories
 
@@ -106,6 +112,15 @@ class StopOnText(StoppingCriteria):
         return torch.tensor(hits, dtype=torch.bool, device=input_ids.device)
 
 
+def synced_gpus(model: torch.nn.Module) -> bool:
+    """Whether ``generate`` must keep every rank stepping until all ranks' rows are done: when the
+    model is sharded over more than one rank (FSDP2, ZeRO-3), each decode step's forward is a
+    collective. transformers' own default detects neither this harness's FSDP2 (no root module)
+    nor a ZeRO-3 engine built without ``HfDeepSpeedConfig``. The tokens are the same either way (a
+    finished rank's extra forwards sample nothing)."""
+    return is_sharded(model) and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def placeholder_token_ids(tokenizer) -> list[int]:
     """Ids of the multimodal placeholder tokens the tokenizer defines (never valid in a response)."""
     return [i for i in (token_id(tokenizer, t) for t in PLACEHOLDER_TOKENS) if i is not None]
@@ -173,7 +188,7 @@ class HFRolloutEngine:
         try:
             with _contiguous_head_input(model):
                 out = model.generate(**batch, generation_config=config, logits_processor=processors,
-                                     stopping_criteria=criteria)
+                                     stopping_criteria=criteria, synced_gpus=synced_gpus(model))
         finally:
             model.generation_config = saved
         sequences = out if isinstance(out, torch.Tensor) else out.sequences

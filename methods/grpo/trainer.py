@@ -14,11 +14,10 @@ from typing import Any
 import torch
 
 from harness import losses
-from harness.models import load_model
 from harness.reward_registry import make_reward_fn
 from harness.scoring import token_logprobs
 from harness.forward import Forward
-from harness.trainer import Context, OnlineMethod, RewardFn, rollout_is_weight, run_online
+from harness.trainer import Context, OnlineMethod, RewardFn, load_frozen, rollout_is_weight, run_online
 from harness.types import Trajectories
 from harness.update import Normalizers
 from methods.grpo.config import GRPOConfig
@@ -31,8 +30,7 @@ class GRPO(OnlineMethod):
     def setup(self, ctx: Context) -> None:
         self.ref = None
         if self.cfg.kl_coef > 0:  # pi_ref = the initial policy, frozen (read from the policy's source)
-            self.ref = load_model(ctx.policy.path, dtype=self.cfg.dtype, device=ctx.strategy.device,
-                                  trainable=False)
+            self.ref = load_frozen(ctx, ctx.policy.path, self.cfg.dtype, teacher=False)
 
     def prepare(self, traj: Trajectories, ctx: Context, step: int) -> dict[str, float]:
         cfg = self.cfg

@@ -13,10 +13,10 @@ import torch
 from harness import losses
 from harness.chunking import tokens_per_chunk
 from harness.forward import Forward
-from harness.models import load_teacher, resolve_model_name
+from harness.models import resolve_model_name
 from harness.reward_registry import make_reward_fn
 from harness.scoring import logprobs_from_hidden, response_hidden_states, token_logprobs
-from harness.trainer import Context, OnlineMethod, RewardFn, rollout_is_weight, run_online
+from harness.trainer import Context, OnlineMethod, RewardFn, load_frozen, rollout_is_weight, run_online
 from harness.types import Trajectories
 from harness.update import Normalizers
 from methods.grpo.data import load_rows, require
@@ -36,7 +36,7 @@ class OPD(OnlineMethod):
     needs_reward = False
 
     def setup(self, ctx: Context) -> None:
-        self.teacher = load_teacher(resolve_model_name(self.cfg.teacher), ctx.policy, dtype=self.cfg.teacher_dtype)
+        self.teacher = load_frozen(ctx, resolve_model_name(self.cfg.teacher), self.cfg.teacher_dtype)
         self.teacher_weight: torch.Tensor | None = None
 
     @property

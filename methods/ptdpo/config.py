@@ -143,6 +143,8 @@ class PTDPOConfig(GRPOConfig):
             raise ValueError(f"clip_ratio_c must be > 1 (or 0: off), got {self.clip_ratio_c}")
         if self.max_gen_batches < 1:
             raise ValueError(f"max_gen_batches must be >= 1, got {self.max_gen_batches}")
+        if self.dynamic_sampling:
+            self.refuse_rank_local_rollouts("dynamic_sampling")
         if self.trajectory_selection not in SELECTIONS or self.divergence not in DIVERGENCES:
             raise ValueError("unknown trajectory_selection or divergence")
 

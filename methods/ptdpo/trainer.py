@@ -21,11 +21,11 @@ from harness import losses
 from harness.errors import DataError
 from harness.forward import Forward
 from harness.jsonl import iter_jsonl
-from harness.models import load_model
+from harness.models import is_sharded
 from harness.reward_registry import make_reward_fn
 from harness.scoring import response_hidden_states, token_logprobs
-from harness.trainer import (Context, OnlineMethod, RewardFn, default_engine, online_step_builder, rollout_is_weight,
-                             run_training)
+from harness.trainer import (Context, OnlineMethod, RewardFn, default_engine, load_frozen, online_step_builder,
+                             rollout_is_weight, run_training)
 from harness.types import Sample, Trajectories
 from harness.update import Normalizers, reduce_floats, select_rows, split_rows
 from methods.grpo.data import require
@@ -55,7 +55,7 @@ class PTDPO(OnlineMethod):
     def setup(self, ctx: Context) -> None:
         cfg = self.cfg
         if cfg.kl_coef > 0 or cfg.lambda_ptd > 0:  # pi_ref = the initial policy, frozen: KL anchor and teacher
-            self.ref = load_model(ctx.policy.path, dtype=cfg.dtype, device=ctx.strategy.device, trainable=False)
+            self.ref = load_frozen(ctx, ctx.policy.path, cfg.dtype, teacher=False)
 
     # ------------------------------------------------------------------ prepare
 
@@ -79,27 +79,40 @@ class PTDPO(OnlineMethod):
                 traj.extras["kl_row_weights"] = torch.tensor(
                     [0.0 if int(g) in routed_groups else 1.0 for g in traj.group_ids], device=dev)
         if cfg.lambda_ptd > 0:
-            self._score_teacher(traj, alpha)
+            self._score_teacher(traj, alpha, ctx)
             self._routed_counts(traj, alpha, ctx)
         metrics.update(group_stats(accuracy, traj.group_ids))
         metrics.update(accuracy_mean=float(accuracy.mean()), routed_frac=float(alpha.mean()),
                        hinted_frac=float(has_text.mean()))
         return metrics
 
-    def _score_teacher(self, traj: Trajectories, alpha: torch.Tensor) -> None:
+    def _score_teacher(self, traj: Trajectories, alpha: torch.Tensor, ctx: Context) -> None:
         """Hidden states of pi_ref on [x; h] followed by the routed rollouts' response ids (Eq. 9);
         zeros for the other rows (never read: their tokens are outside F)."""
         rows = alpha.nonzero().flatten().tolist()
         traj.extras["teacher_hidden"] = None
-        if not rows:
+        scored = self._rows_to_score(rows, ctx)
+        if not scored:
             return
-        sub = select_rows(traj, rows)
+        sub = select_rows(traj, scored)
         sub.extras = {}
         mbs = self.cfg.teacher_micro_batch_size or self.cfg.micro_batch_size
         hidden, weight = response_hidden_states(self.ref, sub, self.teacher_view, grad=False, micro_batch_size=mbs)
+        if not rows:  # only the padding forwards of a sharded reference
+            return
+        hidden = hidden[:len(rows)]
         full = torch.zeros((len(traj), *hidden.shape[1:]), dtype=hidden.dtype, device=hidden.device)
         full[torch.tensor(rows, device=hidden.device)] = hidden.detach()
         traj.extras["teacher_hidden"], self.teacher_weight = full, weight.detach()
+
+    def _rows_to_score(self, rows: list[int], ctx: Context) -> list[int]:
+        """The routed rows; under a sharded reference (``shard_frozen``: its forwards and weight
+        gather are collectives) padded with repeats of one row, discarded after scoring, to the
+        most any rank routes, so that every rank runs the same forwards."""
+        if not is_sharded(self.ref.model):
+            return rows
+        (most,) = reduce_floats(ctx.strategy, [float(len(rows))], "max")
+        return rows + [rows[0] if rows else 0] * (int(most) - len(rows))
 
     def _routed_counts(self, traj: Trajectories, alpha: torch.Tensor, ctx: Context) -> None:
         """|F| of each row's optimizer mini-batch over all ranks (Eq. 11's denominator, T3)."""

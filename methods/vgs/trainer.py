@@ -33,10 +33,10 @@ import torch
 
 from harness import losses
 from harness.forward import Forward
-from harness.models import load_teacher, resolve_model_name
+from harness.models import resolve_model_name
 from harness.reward_registry import make_reward_fn
 from harness.scoring import response_hidden_states
-from harness.trainer import Context, OnlineMethod, RewardFn, rollout_is_weight, run_online
+from harness.trainer import Context, OnlineMethod, RewardFn, load_frozen, rollout_is_weight, run_online
 from harness.types import Trajectories
 from harness.distributed import Strategy
 from harness.update import Grads, Normalizers
@@ -115,7 +115,7 @@ class VGS(OnlineMethod):
 
     # ---- hooks
     def setup(self, ctx: Context) -> None:
-        self.teacher = load_teacher(resolve_model_name(self.cfg.teacher), ctx.policy, dtype=self.cfg.teacher_dtype)
+        self.teacher = load_frozen(ctx, resolve_model_name(self.cfg.teacher), self.cfg.teacher_dtype)
         self.teacher_weight: Optional[torch.Tensor] = None
 
     def prepare(self, traj: Trajectories, ctx: Context, step: int) -> dict[str, float]:

@@ -21,7 +21,7 @@ from harness.forward import Forward
 from harness.models import resolve_model_name
 from harness.routing import failure_weights
 from harness.reward_registry import make_reward_fn
-from harness.trainer import Context, online_step_builder, rollout_is_weight, run_training
+from harness.trainer import Context, load_frozen, online_step_builder, rollout_is_weight, run_training
 from harness.types import Trajectories
 from harness.update import Normalizers, reduce_floats, split_rows
 from harness.validation import ValidatorFactory, with_validation
@@ -39,7 +39,7 @@ class VOLD(GRPO):
         self.teacher = None
         self.teacher_weight: torch.Tensor | None = None
         if self.cfg.beta > 0:
-            self.teacher = load_vold_teacher(self.cfg, ctx.policy)
+            self.teacher = load_vold_teacher(self.cfg, ctx)
 
     @property
     def full_vocab(self) -> bool:
@@ -123,12 +123,11 @@ class VOLD(GRPO):
                          **kl_den)
 
 
-def load_vold_teacher(cfg: VOLDConfig, student: Any) -> Any:
-    """The frozen teacher on the student's device; ``VocabularyMismatchError`` (from
-    harness.models.load_teacher) when its vocabulary differs from the student's (§3.1)."""
-    from harness.models import load_teacher
-
-    return load_teacher(resolve_model_name(cfg.teacher), student, dtype=cfg.teacher_dtype)
+def load_vold_teacher(cfg: VOLDConfig, ctx: Context) -> Any:
+    """The frozen teacher (harness.trainer.load_frozen: sharded like the student under
+    ``shard_frozen``); ``VocabularyMismatchError`` (from harness.models.load_teacher) when its
+    vocabulary differs from the student's (§3.1)."""
+    return load_frozen(ctx, resolve_model_name(cfg.teacher), cfg.teacher_dtype)
 
 
 def train(cfg: VOLDConfig, out_dir: str | Path, *, method: VOLD | None = None, stop_after: int | None = None,
