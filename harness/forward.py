@@ -16,15 +16,33 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from harness import losses
-from harness.models import PolicyBundle
+from harness.models import PolicyBundle, full_weight, is_sharded
 from harness.scoring import _check_view, _forward_hidden, logprobs_from_hidden, rendered_contexts
 from harness.types import Trajectories
+
+
+R = TypeVar("R")
+
+
+def as_module_forward(module: nn.Module, fn: Callable[[Tensor, Tensor], R], x: Tensor) -> R:
+    """``fn(x, module.weight)``, run as ``module``'s forward when the module is sharded (FSDP2,
+    DeepSpeed ZeRO-3): its own hooks then gather the whole weight for the call, and reduce the
+    weight's gradient over the ranks in backward, exactly as for ``module(x)``. The loss primitives
+    that read the lm_head weight themselves (the fused full-vocabulary losses) go through it; an
+    unsharded module just gives its weight."""
+    if not is_sharded(module):
+        return fn(x, module.weight)
+    module.forward = lambda h: fn(h, module.weight)  # an instance attribute shadows the class's forward
+    try:
+        return module(x)
+    finally:
+        del module.forward
 
 
 @dataclass
@@ -40,21 +58,35 @@ class ViewOutput:
     hidden: Tensor
     weight: Tensor
     mask: Tensor
+    lm_head: Optional[nn.Module] = None
+    """The module ``weight`` belongs to (``through_head`` runs losses as its forward when sharded)."""
     _entropy: dict = field(default_factory=dict, repr=False)
 
     @property
     def head(self) -> losses.HiddenHead:
-        """The student side of ``harness.losses.full_kl`` / ``jsd`` / ``topk_jsd`` / ``entropy``."""
+        """The student side of ``harness.losses.full_kl`` / ``jsd`` / ``topk_jsd`` / ``entropy``
+        (unsharded models; under FSDP2 / ZeRO-3 use ``through_head``)."""
         return losses.HiddenHead(self.hidden, self.weight)
+
+    def through_head(self, fn: Callable[[losses.HiddenHead], R]) -> R:
+        """``fn(head)`` for a loss that trains through the student's lm_head weight: the same as
+        ``fn(self.head)``, except that under a sharded strategy the loss runs as the lm_head's
+        forward (``as_module_forward``), so its weight is whole and its gradient reduced."""
+        if self.lm_head is None or not self.weight.requires_grad:
+            return fn(self.head)
+        return as_module_forward(self.lm_head, lambda h, w: fn(losses.HiddenHead(h, w)), self.hidden)
 
     def entropy(self, chunk_size: Optional[int] = None, grad: bool = False) -> Tensor:
         """(B, T) entropy of the policy at every response position (0 outside the mask), computed
         once per (chunk_size, grad) from the forward's hidden states; detached unless ``grad``."""
         key = (chunk_size, grad)
         if key not in self._entropy:
-            head = self.head if grad else losses.HiddenHead(self.hidden.detach(), self.weight.detach())
             with torch.set_grad_enabled(grad):
-                self._entropy[key] = losses.entropy(head, self.mask, chunk_size)
+                if grad:
+                    self._entropy[key] = self.through_head(lambda head: losses.entropy(head, self.mask, chunk_size))
+                else:  # a sharded weight is gathered whole (every rank computes its entropies)
+                    head = losses.HiddenHead(self.hidden.detach(), full_weight(self.weight))
+                    self._entropy[key] = losses.entropy(head, self.mask, chunk_size)
         return self._entropy[key]
 
 
@@ -74,7 +106,7 @@ def view_forward(bundle: PolicyBundle, mb: Trajectories, view: str, *, grad: boo
         logp = logprobs_from_hidden(hidden, lm_head, resp, grad=grad)
         logp = (logp * mask.to(logp.device, logp.dtype)).float()
     weight = lm_head.weight if grad else lm_head.weight.detach()
-    return ViewOutput(logp=logp, hidden=hidden, weight=weight, mask=mask.to(logp.device))
+    return ViewOutput(logp=logp, hidden=hidden, weight=weight, mask=mask.to(logp.device), lm_head=lm_head)
 
 
 def policy_forward(bundle: PolicyBundle, mb: Trajectories, views: tuple[str, ...], *, grad: bool = True,

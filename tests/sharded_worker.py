@@ -68,6 +68,14 @@ def checks(name: str, out: Path) -> None:
         after = strategy.full_state_dict(model)
         if strategy.is_main:
             results[("delta", micro)] = ({n: before[n] - after[n] for n in before}, loss)
+    model, opt = strategy.wrap(tiny_lm(), lambda m: torch.optim.SGD(m.parameters(), lr=1.0))
+    before = {k: v.clone() for k, v in strategy.full_state_dict(model).items()}
+    batch = select_rows(kl_batch(), torch.arange(strategy.rank * 4, (strategy.rank + 1) * 4))
+    loss = accumulate_update(model, opt, strategy, batch, view_forward_of(model), full_kl_loss, micro_batch_size=2,
+                             max_grad_norm=None)["loss"]
+    after = strategy.full_state_dict(model)
+    if strategy.is_main:
+        results["kl_delta"] = ({n: before[n] - after[n] for n in before}, loss)
     model, opt = strategy.wrap(tiny_lm(), lambda m: build_optimizer(m, 1e-3, 0.0, (0.9, 0.999), 1e-8), 1.0)
     batch = select_rows(fixed_batch(), torch.arange(strategy.rank * 4, (strategy.rank + 1) * 4))
     accumulate_update(model, opt, strategy, batch, forward_of(model), _grpo_loss(), 4, 1.0)
@@ -159,6 +167,46 @@ def opd(name: str, out: Path, rank: int) -> dict:
         hd.TorchDDP.shutdown = shutdown
     local, total = frozen_numel(method.teacher.model)
     return {"opd_steps": steps, "teacher_params": local, "teacher_total": total}
+
+
+def kl_batch():
+    """``fixed_batch`` with fixed random teacher logits per row (``extras["teacher_logits"]``)."""
+    from trainer_helpers import VOCAB
+
+    batch = fixed_batch()
+    g = torch.Generator().manual_seed(7)
+    batch.extras["teacher_logits"] = 3 * torch.randn(*batch.response_ids.shape, VOCAB, generator=g)
+    return batch
+
+
+def view_forward_of(model: torch.nn.Module):
+    """An update forward giving a full ``harness.forward.ViewOutput`` (hidden states, lm_head weight
+    and module), the backbone and lm_head called as harness.scoring calls them."""
+    from harness.forward import ViewOutput
+
+    def forward(mb):
+        ids = torch.cat([mb.prompt_ids, mb.response_ids], 1)
+        mask = torch.cat([mb.prompt_mask, mb.response_mask], 1)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        P, T = mb.prompt_ids.shape[1], mb.response_ids.shape[1]
+        hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, P - 1:P - 1 + T]
+        logits = model.lm_head(hidden).float()
+        logp = torch.log_softmax(logits, -1).gather(-1, mb.response_ids.unsqueeze(-1)).squeeze(-1) * mb.response_mask
+        return {"full": ViewOutput(logp=logp, hidden=hidden, weight=model.lm_head.weight, mask=mb.response_mask,
+                                   lm_head=model.lm_head)}
+
+    return forward
+
+
+def full_kl_loss(fwd, mb, norm):
+    """The student's fused full-vocabulary reverse KL to the fixed teacher logits, token-mean over
+    the global batch: the loss reads the lm_head weight itself (``ViewOutput.through_head``)."""
+    from harness import losses
+
+    w = mb.response_mask.float() / norm.global_tokens
+    fused = fwd["full"].through_head(lambda head: losses.full_kl(head, mb.extras["teacher_logits"], mb.response_mask,
+                                                                 "reverse", token_weights=w))
+    return fused.loss, {}
 
 
 def _grpo_loss():

@@ -91,6 +91,26 @@ def test_split_batch_gives_the_one_process_update(runs):
             torch.testing.assert_close(delta[k], ref[k], atol=1e-6, rtol=0, msg=f"{name}, micro {micro}: {k}")
 
 
+def test_student_full_vocabulary_loss_gives_the_one_process_update(runs):
+    """The fused full-vocabulary KL reads the student's lm_head weight itself: under fsdp / zero3
+    that weight is a shard outside a forward, so the loss runs as the lm_head's forward
+    (``ViewOutput.through_head``). SGD(lr=1) on 8 rows split 4 + 4 over 2 ranks, micro-batches of 2:
+    loss and gradient (lm_head included) equal one process's within 1e-6 (fp32 sums in another order)."""
+    from sharded_worker import full_kl_loss, kl_batch, view_forward_of
+
+    model = tiny_lm()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss = accumulate_update(model, torch.optim.SGD(model.parameters(), lr=1.0), Strategy("cpu"), kl_batch(),
+                             view_forward_of(model), full_kl_loss, 8, None)["loss"]
+    ref = {k: before[k] - v for k, v in model.state_dict().items()}
+    assert ref["lm_head.weight"].abs().max() > 1e-3  # the KL moves the head
+    name, out = runs
+    delta, split_loss = _checks(out, 0)["kl_delta"]
+    assert abs(split_loss - loss) < 1e-6, (name, split_loss, loss)
+    for k in ref:
+        torch.testing.assert_close(delta[k], ref[k], atol=1e-6, rtol=0, msg=f"{name}: {k}")
+
+
 def test_each_rank_holds_half_the_state(runs):
     """Counted from the shards (RSS shows nothing at this size): AdamW's moments are split
     over the 2 ranks under every strategy; the parameters too under fsdp and zero3 (ZeRO-2

@@ -102,14 +102,16 @@ class OPD(OnlineMethod):
                                                              **glob)
         elif cfg.loss in TOP_K:
             teacher_top = losses.TopKTeacher(mb.extras["teacher_topk_ids"].long(), mb.extras["teacher_topk_logq"])
-            loss, per_token = losses.get_loss("opd/gkd-topk")(out.head, teacher_top, mask, chunk_size=cfg.kl_chunk_size,
-                                                             agg=cfg.loss_agg, **glob)
+            gkd_topk = losses.get_loss("opd/gkd-topk")
+            loss, per_token = out.through_head(lambda head: gkd_topk(head, teacher_top, mask, chunk_size=cfg.kl_chunk_size,
+                                                                     agg=cfg.loss_agg, **glob))
             stats = {"divergence": masked_mean(per_token, mask)}
         else:
             assert self.teacher_weight is not None
             teacher = losses.HiddenHead(mb.extras["teacher_hidden"], self.teacher_weight)
-            loss, per_token = losses.get_loss("opd/gkd")(out.head, teacher, mask, cfg.loss, beta=cfg.jsd_beta,
-                                                        chunk_size=cfg.kl_chunk_size, agg=cfg.loss_agg, **glob)
+            gkd = losses.get_loss("opd/gkd")
+            loss, per_token = out.through_head(lambda head: gkd(head, teacher, mask, cfg.loss, beta=cfg.jsd_beta,
+                                                                chunk_size=cfg.kl_chunk_size, agg=cfg.loss_agg, **glob))
             stats = {"divergence": masked_mean(per_token, mask)}
         stats["token_reward"] = masked_mean(teacher_logp - out.logp, mask)
         return loss, stats

@@ -135,9 +135,9 @@ class PTDPO(OnlineMethod):
             assert self.teacher_weight is not None
             routed = mb.response_mask * (alpha[:, None] > 0).to(mb.response_mask.dtype)
             teacher = losses.HiddenHead(mb.extras["teacher_hidden"], self.teacher_weight)
-            ptd_tokens = lambda w: ptd_divergence(out.head, teacher, routed, cfg.divergence, k=cfg.top_k,  # noqa: E731
-                                                  support=cfg.topk_support, chunk_size=cfg.kl_chunk_size,
-                                                  token_weights=w)  # the fused path (ptdpo_loss gives w)
+            ptd_tokens = lambda w: out.through_head(  # noqa: E731 - the fused path (ptdpo_loss gives w)
+                lambda head: ptd_divergence(head, teacher, routed, cfg.divergence, k=cfg.top_k,
+                                            support=cfg.topk_support, chunk_size=cfg.kl_chunk_size, token_weights=w))
         loss, stats = ptdpo_loss(
             out.logp, mb.old_logp, mb.extras["advantages"], mb.response_mask, lambda_ptd=cfg.lambda_ptd,
             alpha=alpha, ptd_tokens=ptd_tokens, ref_logp=mb.extras.get("ref_logp"), kl_coef=cfg.kl_coef,

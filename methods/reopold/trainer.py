@@ -113,11 +113,10 @@ class REOPOLD(OPD):
                 global_selected=n_selected, token_weights=rollout_is_weight(mb))
         else:  # Reopold† (App. D): expected reward over the teacher's top-k tokens
             teacher = losses.TopKTeacher(mb.extras["teacher_topk_ids"].long(), mb.extras["teacher_topk_logq"])
-            loss, stats = rl.reopold_topk_loss(out.head, teacher, select, lam=cfg.clip_coef,
-                                               reward_clip=cfg.reward_clip, chunk_size=cfg.kl_chunk_size,
-                                               global_selected=n_selected,
-                                               sampled_reward=rl.token_reward(mb.extras["teacher_logp"],
-                                                                              out.logp.detach(), select))
+            sampled = rl.token_reward(mb.extras["teacher_logp"], out.logp.detach(), select)
+            loss, stats = out.through_head(lambda head: rl.reopold_topk_loss(
+                head, teacher, select, lam=cfg.clip_coef, reward_clip=cfg.reward_clip, chunk_size=cfg.kl_chunk_size,
+                global_selected=n_selected, sampled_reward=sampled))
         stats["token_reward"] = masked_mean(mb.extras["teacher_logp"] - out.logp, mb.response_mask)
         return loss, stats
 

@@ -92,11 +92,12 @@ class VOLD(GRPO):
         distillation term's token weights (``vold_loss``) returning the weighted sum and the
         per-token values."""
         assert self.teacher_weight is not None
-        student = fwd[self.cfg.view].head
+        out = fwd[self.cfg.view]
         teacher = losses.HiddenHead(mb.extras["teacher_hidden"], self.teacher_weight)
-        return lambda w: losses.get_loss("full_kl")(student, teacher, mb.response_mask,
-                                                    FULL_ESTIMATORS[self.cfg.kl_estimator], self.cfg.kl_chunk_size,
-                                                    token_weights=w)
+        kl = losses.get_loss("full_kl")
+        return lambda w: out.through_head(lambda student: kl(student, teacher, mb.response_mask,
+                                                             FULL_ESTIMATORS[self.cfg.kl_estimator],
+                                                             self.cfg.kl_chunk_size, token_weights=w))
 
     def loss(self, fwd: Forward, mb: Trajectories, norm: Normalizers, step: int
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
