@@ -12,6 +12,7 @@ sharded the same way without an optimizer (``shard_frozen``).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -26,6 +27,11 @@ from torch.distributed.tensor import DTensor
 from harness.distributed import TorchDDP, clip_and_step, freeze, named_objectives_unsupported
 
 DCP_DIR = "dcp"
+logger = logging.getLogger(__name__)
+
+
+class TiedParametersError(ValueError):
+    """A model whose modules share parameters (tied embeddings) under distributed=fsdp."""
 
 
 def shard_groups(model: nn.Module) -> list[list[nn.Module]]:
@@ -86,7 +92,10 @@ class FSDP2(TorchDDP):
         ``lm_head``) all-gathers a group's parameters and frees them after it. The weights must be
         the same on every rank (loaded from one checkpoint)."""
         freeze(model).to(self.device)
-        self._shard(model)
+        try:
+            self._shard(model)
+        except TiedParametersError as e:  # a frozen model still runs, as a full copy on each rank
+            logger.warning("%s; keeping a full copy of the frozen %s on every rank", e, type(model).__name__)
         return model
 
     def _shard(self, model: nn.Module) -> list[list[nn.Module]]:
@@ -94,9 +103,17 @@ class FSDP2(TorchDDP):
         Each group reshards after its forward: with no root group every group is an FSDP root,
         which by default stays gathered after forward until a backward (never, for no-grad
         forwards: rollouts, scoring, a frozen model)."""
+        groups = shard_groups(model)
+        tied = [g for g in groups if len(g) > 1]
+        if tied:
+            names = {id(m): n for n, m in model.named_modules()}
+            listed = "; ".join(" + ".join(names.get(id(m), type(m).__name__) for m in g) for g in tied)
+            raise TiedParametersError(
+                f"distributed=fsdp: {type(model).__name__} shares parameters between modules ({listed}; "
+                "tie_word_embeddings), which this FSDP2 layout cannot shard (a group of several modules "
+                "must be an FSDP root, and the scorers call them directly); use distributed=zero3")
         if self._mesh is None:
             self._mesh = init_device_mesh(self.device.split(":")[0], (self.world_size,))
-        groups = shard_groups(model)
         for group in groups:
             fully_shard(group if len(group) > 1 else group[0], mesh=self._mesh, reshard_after_forward=True)
         return groups
