@@ -491,7 +491,8 @@ KERNEL_COMPILE: Literal["auto", "always", "never"] = "auto"
 ``dynamic=True`` so that chunks of any row count share one compiled kernel): ``"never"`` (the
 eager kernels), ``"always"``, or ``"auto"``: compiled when the vocabulary has at least
 ``COMPILE_MIN_VOCAB`` entries (real vocabularies; the tests' small ones stay eager and pay no
-compile time). The environment variable ``VLMREPRO_COMPILE_KERNELS`` overrides it. Under ``auto`` a
+compile time), except the top-K kernels, which compiling does not speed up (``_eager_under_auto``).
+The bf16 -> fp32 accumulation of the weight gradient (``_accumulate_``) follows the same rule. The environment variable ``VLMREPRO_COMPILE_KERNELS`` overrides it. Under ``auto`` a
 compilation that fails (e.g. no C++ compiler) warns once and the kernels stay eager for the rest of
 the process; under ``always`` it raises. The first call of each kernel (per input dtype) compiles it
 (seconds to tens of seconds on a CPU; inductor caches the result on disk, so a later process
@@ -513,10 +514,11 @@ def _compile_mode() -> str:
     return mode
 
 
-def _use_compiled(vocab: int) -> bool:
-    """The rule of ``KERNEL_COMPILE`` for a vocabulary of ``vocab`` entries."""
+def _use_compiled(vocab: int, pays: bool = True) -> bool:
+    """The rule of ``KERNEL_COMPILE`` for a vocabulary of ``vocab`` entries; ``pays=False`` (the
+    top-K kernels, see ``_EAGER_UNDER_AUTO``) keeps a function eager under ``auto``."""
     mode = _compile_mode()
-    return mode == "always" or (mode == "auto" and vocab >= COMPILE_MIN_VOCAB and not _COMPILE_BROKEN)
+    return mode == "always" or (mode == "auto" and pays and vocab >= COMPILE_MIN_VOCAB and not _COMPILE_BROKEN)
 
 
 def _owned(z: Tensor, dtype: torch.dtype) -> Tensor:
@@ -537,36 +539,37 @@ def _apply_kernel(kernel: Kernel, dtype: torch.dtype, zs: Tensor, zt: Optional[T
     return val
 
 
-def _compiled(kernel: Kernel) -> Callable:
-    """``_apply_kernel(kernel, ...)`` compiled (one wrapper for every kernel, made once per kernel).
-    Each gets a code object of its own: dynamo keeps compiled graphs per code object and at most
-    ``recompile_limit`` (8) of them, which the kernels together would exceed."""
-    fn = _COMPILED.get(kernel)
-    if fn is None:
-        def run(dtype: torch.dtype, zs: Tensor, zt: Optional[Tensor], scale: Optional[Tensor]) -> Tensor:
-            return _apply_kernel(kernel, dtype, zs, zt, scale)
+def _compiled(key: Callable, fn: Callable) -> Callable:
+    """``torch.compile(fn, dynamic=True)``, made once per ``key`` (the one compile wrapper: the
+    kernels' ``_apply_kernel`` and the weight gradient's ``_accumulate_``). Each gets a code object
+    of its own: dynamo keeps compiled graphs per code object, at most ``recompile_limit`` (8) of
+    them, which the kernels together (x dtypes) would exceed."""
+    got = _COMPILED.get(key)
+    if got is None:
+        def run(*args):
+            return fn(*args)
 
-        run.__code__ = run.__code__.replace(co_name=f"compiled_{getattr(kernel, '__name__', 'kernel')}")
-        fn = _COMPILED[kernel] = torch.compile(run, dynamic=True)
-    return fn
+        name = "".join(ch if ch.isalnum() else "_" for ch in getattr(key, "__qualname__", "fn"))
+        run.__code__ = run.__code__.replace(co_name=f"compiled{name}")
+        got = _COMPILED[key] = torch.compile(run, dynamic=True)
+    return got
 
 
-def _kernel_runner(kernel: Kernel, vocab: int) -> Callable:
-    """run(dtype, zs, zt, scale) -> values for a chunk of ``vocab`` logits, by
-    ``KERNEL_COMPILE``; under ``auto`` a failed compilation falls back to eager with one warning."""
-    eager = functools.partial(_apply_kernel, kernel)
-    if not _use_compiled(vocab):
-        return eager
-    fn, forced = _compiled(kernel), _compile_mode() == "always"
+def _runner(key: Callable, fn: Callable, vocab: int) -> Callable:
+    """``fn``, or its compiled variant when ``KERNEL_COMPILE`` says so for a vocabulary of
+    ``vocab``; under ``auto`` a failed compilation falls back to eager with one warning."""
+    if not _use_compiled(vocab, not getattr(key, "eager_under_auto", False)):
+        return fn
+    compiled, forced = _compiled(key, fn), _compile_mode() == "always"
 
-    def run(dtype: torch.dtype, zs: Tensor, zt: Optional[Tensor], scale: Optional[Tensor]) -> Tensor:
+    def run(*args):
         if _COMPILE_BROKEN and not forced:
-            return eager(dtype, zs, zt, scale)
+            return fn(*args)
         try:
-            return fn(dtype, zs, zt, scale)
-        except (torch.OutOfMemoryError, MemoryError, KeyboardInterrupt):
+            return compiled(*args)
+        except (torch.OutOfMemoryError, MemoryError):
             raise
-        except Exception as e:  # noqa: BLE001 - any compiler failure: the eager kernel is the same function
+        except Exception as e:  # noqa: BLE001 - any compiler failure: the eager function is the same one
             if forced:
                 raise
             if not _COMPILE_BROKEN:
@@ -574,9 +577,32 @@ def _kernel_runner(kernel: Kernel, vocab: int) -> Callable:
                 warnings.warn(f"harness.losses: compiling the loss kernels failed ({type(e).__name__}: "
                               f"{str(e)[:200]}); running them eager (KERNEL_COMPILE='never' silences this)",
                               RuntimeWarning, stacklevel=2)
-            return eager(dtype, zs, zt, scale)
+            return fn(*args)
 
     return run
+
+
+def _eager_under_auto(kernel: Kernel) -> Kernel:
+    """Mark a kernel that ``KERNEL_COMPILE="auto"`` leaves eager: the top-K ones, whose time goes
+    to ``torch.topk`` and gathers/scatters rather than fusable elementwise passes (at V = 151,936,
+    220 rows, 2 CPU cores: the compiled top-100 JSD kernel took ~1.2x the eager one). ``always``
+    compiles them too (the tests do)."""
+    kernel.eager_under_auto = True
+    return kernel
+
+
+def _kernel_runner(kernel: Kernel, vocab: int) -> Callable:
+    """run(dtype, zs, zt, scale) -> values: ``_apply_kernel`` for ``kernel``, eager or compiled."""
+    return _runner(kernel, functools.partial(_apply_kernel, kernel), vocab)
+
+
+def _accumulate_(dst: Tensor, src: Tensor, first: bool) -> None:
+    """dst = src (``first``) or dst += src, in dst's dtype, in place (compiled: one pass; eager
+    torch adds a bf16 tensor into an fp32 one ~10x slower than it copies it)."""
+    if first:
+        dst.copy_(src)
+    else:
+        dst.add_(src)
 
 
 def _chunks(kernel: Kernel, sd: "_Sides", dtype: torch.dtype, scale: Optional[Tensor],
@@ -619,7 +645,7 @@ def _add_outer_(grad_w: Tensor, dz: Tensor, xr: Tensor, first: bool = False) -> 
     dtypes: one ``addmm_`` (``mm`` into grad_w), no (V, H) temporary. A low-precision input (bf16 /
     fp16) with an fp32 buffer: the matmul runs in the input dtype (as the forward's) in blocks of
     vocabulary rows whose product fits ``CHUNK_BYTES``, each added (copied) into the fp32 buffer
-    without an fp32 copy."""
+    without an fp32 copy (``_accumulate_``, compiled by the ``KERNEL_COMPILE`` rule)."""
     if grad_w.dtype == xr.dtype:
         if first:
             torch.mm(dz.t(), xr, out=grad_w)
@@ -627,9 +653,9 @@ def _add_outer_(grad_w: Tensor, dz: Tensor, xr: Tensor, first: bool = False) -> 
             grad_w.addmm_(dz.t(), xr)
         return
     step = max(1, CHUNK_BYTES // (xr.shape[1] * xr.element_size()))
+    acc = _runner(_accumulate_, _accumulate_, grad_w.shape[0])
     for v0 in range(0, grad_w.shape[0], step):
-        prod = dz[:, v0:v0 + step].t() @ xr
-        grad_w[v0:v0 + step].copy_(prod) if first else grad_w[v0:v0 + step].add_(prod)
+        acc(grad_w[v0:v0 + step], dz[:, v0:v0 + step].t() @ xr, first)
 
 
 def _map_grad_(dz: Tensor, r: Tensor, sd: "_Sides", grad_x: Optional[Tensor], grad_w: Optional[Tensor],
@@ -912,7 +938,7 @@ def _jsd_kernel(k: Optional[int], support: str) -> Kernel:
             return val, None
         return val, ell_p.sub_(e_p[:, None]).mul_(p).mul_(0.5)
 
-    return kernel
+    return kernel if k is None else _eager_under_auto(kernel)
 
 
 @register_loss("full_kl")
@@ -1091,6 +1117,9 @@ def _teacher_topk_jsd_kernel(zs: Tensor, zt: Tensor, grad: bool):
     return _compressed_jsd(p, ids, p_s, q_s, _tail_mass(p, p_s, None), q_t, None, grad)
 
 
+_eager_under_auto(_teacher_topk_jsd_kernel)
+
+
 @register_loss("teacher_topk_jsd")
 def teacher_topk_jsd(student: Side, teacher: TopKTeacher, mask: Tensor, chunk_size: Optional[int] = None, *,
                      token_weights: Optional[Tensor] = None) -> Union[Tensor, FusedLoss]:
@@ -1129,7 +1158,7 @@ def _topk_reward_kernel(floor: float) -> Kernel:
         dz = torch.zeros_like(zs)
         return val, dz.scatter_(1, ids, pt * (reward - val[:, None]))
 
-    return kernel
+    return _eager_under_auto(kernel)
 
 
 @register_loss("topk_expected_reward")
