@@ -22,7 +22,9 @@ backward recomputes each chunk's logits; the fused path (``token_weights=`` a (B
 ``agg_weights(mask, agg)``) returns ``FusedLoss(sum_t w_t value_t, values)`` with the gradients
 with respect to ``hidden`` and ``weight`` formed during the forward, so its backward is a scaling.
 Peak extra memory is O(chunk_size * V) plus the gradient buffers, independent of the number of
-tokens. The teacher side never gets a gradient. docs/design.md ("Full-vocabulary losses").
+tokens. The teacher side never gets a gradient. At real vocabulary sizes the kernels run compiled
+(``KERNEL_COMPILE``; the eager kernels are the reference). docs/design.md ("Full-vocabulary
+losses", "Compiled kernels").
 """
 from __future__ import annotations
 
@@ -435,11 +437,13 @@ Kernel = Callable[[Tensor, Optional[Tensor], bool], tuple[Tensor, Optional[Tenso
 
 # CHUNK_BYTES (harness.chunking, 128 MiB: 220 tokens at V = 151,936) sizes the automatic chunk: the
 # number of tokens whose fp32 (chunk, V) logit buffer takes CHUNK_BYTES. A chunk holds two such
-# buffers (the student's and the teacher's logits; the logit gradient overwrites the student's);
-# the kernels then run on blocks of rows of 1/16 of the budget, so their few temporaries add about
-# 5/16 of it. The working memory is therefore about 2.3 x CHUNK_BYTES whatever the number of
-# tokens (plus, on the fused path, the gradients with respect to ``hidden`` and ``weight``). The
-# bf16 weight-gradient blocks use the same budget.
+# buffers in the logits' dtype (the student's and the teacher's logits; the row-weighted logit
+# gradient overwrites the student's, in that dtype); the kernels then run, eager or compiled
+# (KERNEL_COMPILE), on blocks of rows of 1/16 of the budget, upcasting each block to fp32, so their
+# few temporaries add about 5/16 of it (eager; compiled, inductor fuses most of them away). The
+# working memory is therefore at most about 2.3 x CHUNK_BYTES whatever the number of tokens (plus,
+# on the fused path, the gradients with respect to ``hidden`` and ``weight``; in bf16 the logit
+# buffers take half). The bf16 weight-gradient blocks use the same budget.
 
 
 def _auto_chunk(vocab: int) -> int:
