@@ -496,7 +496,8 @@ KERNEL_COMPILE: Literal["auto", "always", "never"] = "auto"
 eager kernels), ``"always"``, or ``"auto"``: compiled when the vocabulary has at least
 ``COMPILE_MIN_VOCAB`` entries (real vocabularies; the tests' small ones stay eager and pay no
 compile time), except the top-K kernels, which compiling does not speed up (``_eager_under_auto``).
-The bf16 -> fp32 accumulation of the weight gradient (``_accumulate_``) follows the same rule. The environment variable ``VLMREPRO_COMPILE_KERNELS`` overrides it. Under ``auto`` a
+The bf16 -> fp32 accumulation of the weight gradient (``_accumulate_``) follows the same rule.
+The environment variable ``VLMREPRO_COMPILE_KERNELS`` overrides it. Under ``auto`` a
 compilation that fails (e.g. no C++ compiler) warns once and the kernels stay eager for the rest of
 the process; under ``always`` it raises. The first call of each kernel (per input dtype) compiles it
 (seconds to tens of seconds on a CPU; inductor caches the result on disk, so a later process
@@ -506,7 +507,7 @@ loads it). Compiled and eager kernels compute the same equations; they differ by
 COMPILE_MIN_VOCAB = 32768
 """``KERNEL_COMPILE="auto"`` compiles the kernels from this vocabulary size on."""
 
-_COMPILED: dict[Kernel, Callable] = {}
+_COMPILED: dict[Callable, Callable] = {}  # key (a kernel, or _accumulate_) -> its compiled wrapper
 _COMPILE_BROKEN: list[str] = []  # the first compile failure under "auto" (then: eager for good)
 
 
@@ -520,7 +521,7 @@ def _compile_mode() -> str:
 
 def _use_compiled(vocab: int, pays: bool = True) -> bool:
     """The rule of ``KERNEL_COMPILE`` for a vocabulary of ``vocab`` entries; ``pays=False`` (the
-    top-K kernels, see ``_EAGER_UNDER_AUTO``) keeps a function eager under ``auto``."""
+    top-K kernels, see ``_eager_under_auto``) keeps a function eager under ``auto``."""
     mode = _compile_mode()
     return mode == "always" or (mode == "auto" and pays and vocab >= COMPILE_MIN_VOCAB and not _COMPILE_BROKEN)
 
@@ -550,7 +551,7 @@ def _compiled(key: Callable, fn: Callable) -> Callable:
     them, which the kernels together (x dtypes) would exceed."""
     got = _COMPILED.get(key)
     if got is None:
-        def run(*args):
+        def run(*args: object) -> object:
             return fn(*args)
 
         name = "".join(ch if ch.isalnum() else "_" for ch in getattr(key, "__qualname__", "fn"))
@@ -566,7 +567,7 @@ def _runner(key: Callable, fn: Callable, vocab: int) -> Callable:
         return fn
     compiled, forced = _compiled(key, fn), _compile_mode() == "always"
 
-    def run(*args):
+    def run(*args: object) -> object:
         if _COMPILE_BROKEN and not forced:
             return fn(*args)
         try:
@@ -617,7 +618,7 @@ def _chunks(kernel: Kernel, sd: "_Sides", dtype: torch.dtype, scale: Optional[Te
     generator: a chunk's buffers are freed before the next chunk's logits are computed. Kernels
     run on row blocks of ``_kernel_rows`` rows, eager or compiled: the temporaries stay small, and
     a block's rows stay in the CPU's cache across the kernel's passes (compiled, a whole 220-row
-    chunk at V = 151,936 ran ~2x slower than its blocks)."""
+    chunk at V = 151,936 ran 2-4x slower than its blocks)."""
     n = sd.rows.numel()
     step = -(-n // -(-n // sd.chunk)) if n else 1  # equal chunks of at most sd.chunk rows (no small last one)
     run = _kernel_runner(kernel, sd.s_w.shape[0] if sd.s_w is not None else sd.s_x.shape[1])
