@@ -25,11 +25,16 @@ backward recomputes each chunk's logits; the fused path (``token_weights=`` a (B
 ``agg_weights(mask, agg)``) returns ``FusedLoss(sum_t w_t value_t, values)`` with the gradients
 with respect to ``hidden`` and ``weight`` formed during the forward, so its backward is a scaling.
 Peak extra memory is O(chunk_size * V) plus the gradient buffers, independent of the number of
-tokens. The teacher side never gets a gradient. docs/design.md ("Full-vocabulary losses").
+tokens. The teacher side never gets a gradient. At real vocabulary sizes the kernels run compiled
+(``KERNEL_COMPILE``; the eager kernels are the reference). docs/design.md ("Full-vocabulary
+losses", "Compiled kernels").
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
+import warnings
 from typing import Callable, Literal, NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -46,6 +51,8 @@ __all__ = [
     "agg_loss",
     "agg_weights",
     "CHUNK_BYTES",
+    "COMPILE_MIN_VOCAB",
+    "KERNEL_COMPILE",
     "entropy",
     "full_kl",
     "FusedLoss",
@@ -499,11 +506,13 @@ Kernel = Callable[[Tensor, Optional[Tensor], bool], tuple[Tensor, Optional[Tenso
 
 # CHUNK_BYTES (harness.chunking, 128 MiB: 220 tokens at V = 151,936) sizes the automatic chunk: the
 # number of tokens whose fp32 (chunk, V) logit buffer takes CHUNK_BYTES. A chunk holds two such
-# buffers (the student's and the teacher's logits; the logit gradient overwrites the student's);
-# the kernels then run on blocks of rows of 1/16 of the budget, so their few temporaries add about
-# 5/16 of it. The working memory is therefore about 2.3 x CHUNK_BYTES whatever the number of
-# tokens (plus, on the fused path, the gradients with respect to ``hidden`` and ``weight``). The
-# bf16 weight-gradient blocks use the same budget.
+# buffers in the logits' dtype (the student's and the teacher's logits; the row-weighted logit
+# gradient overwrites the student's, in that dtype); the kernels then run, eager or compiled
+# (KERNEL_COMPILE), on blocks of rows of 1/16 of the budget, upcasting each block to fp32, so their
+# few temporaries add about 5/16 of it (eager; compiled, inductor fuses most of them away). The
+# working memory is therefore at most about 2.3 x CHUNK_BYTES whatever the number of tokens (plus,
+# on the fused path, the gradients with respect to ``hidden`` and ``weight``; in bf16 the logit
+# buffers take half). The bf16 weight-gradient blocks use the same budget.
 
 
 def _auto_chunk(vocab: int) -> int:
@@ -524,11 +533,12 @@ def _compute_dtype(*ts: Optional[Tensor]) -> torch.dtype:
     return dt
 
 
-def _chunk_logits(x: Tensor, w: Optional[Tensor], rows: Tensor, dtype: torch.dtype) -> Tensor:
-    """Logits of the given token rows: x[rows] if x holds logits, else x[rows] @ w.T.
-    The matmul runs in the inputs' dtype (bf16 stays bf16, like Liger); the result is upcast."""
+def _chunk_logits(x: Tensor, w: Optional[Tensor], rows: Tensor) -> Tensor:
+    """Logits of the given token rows, a fresh buffer the kernels may overwrite: x[rows] if x
+    holds logits, else x[rows] @ w.T. In the inputs' dtype (a bf16 matmul stays bf16, like Liger);
+    ``_apply_kernel`` upcasts."""
     xr = x.index_select(0, rows)
-    return (xr if w is None else xr @ w.t()).to(dtype)
+    return xr if w is None else xr @ w.t()
 
 
 class _Sides(NamedTuple):
@@ -545,55 +555,188 @@ class _Sides(NamedTuple):
     bt: tuple[int, int]
 
 
-def _chunks(kernel: Kernel, sd: "_Sides", dtype: torch.dtype, grad: bool,
+# --------------------------------------------------------------------------------------
+# Running a kernel: eager (the reference) or compiled (torch.compile / inductor)
+# --------------------------------------------------------------------------------------
+
+KERNEL_COMPILE: Literal["auto", "always", "never"] = "auto"
+"""Whether the chunked and fused paths run their kernels compiled (``torch.compile``, inductor,
+``dynamic=True`` so that chunks of any row count share one compiled kernel): ``"never"`` (the
+eager kernels), ``"always"``, or ``"auto"``: compiled when the vocabulary has at least
+``COMPILE_MIN_VOCAB`` entries (real vocabularies; the tests' small ones stay eager and pay no
+compile time), except the top-K kernels, which compiling does not speed up (``_eager_under_auto``).
+The bf16 -> fp32 accumulation of the weight gradient (``_accumulate_``) follows the same rule.
+The environment variable ``VLMREPRO_COMPILE_KERNELS`` overrides it. Under ``auto`` a
+compilation that fails (e.g. no C++ compiler) warns once and the kernels stay eager for the rest of
+the process; under ``always`` it raises. The first call of each kernel (per input dtype) compiles it
+(seconds to tens of seconds on a CPU; inductor caches the result on disk, so a later process
+loads it). Compiled and eager kernels compute the same equations; they differ by fp rounding
+(tests/test_compiled_kernels.py states the tolerances)."""
+
+COMPILE_MIN_VOCAB = 32768
+"""``KERNEL_COMPILE="auto"`` compiles the kernels from this vocabulary size on."""
+
+_COMPILED: dict[Callable, Callable] = {}  # key (a kernel, or _accumulate_) -> its compiled wrapper
+_COMPILE_BROKEN: list[str] = []  # the first compile failure under "auto" (then: eager for good)
+
+
+def _compile_mode() -> str:
+    """``$VLMREPRO_COMPILE_KERNELS`` or ``KERNEL_COMPILE``, validated."""
+    mode = os.environ.get("VLMREPRO_COMPILE_KERNELS") or KERNEL_COMPILE
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"KERNEL_COMPILE / VLMREPRO_COMPILE_KERNELS must be 'auto', 'always' or 'never', got {mode!r}")
+    return mode
+
+
+def _use_compiled(vocab: int, pays: bool = True) -> bool:
+    """The rule of ``KERNEL_COMPILE`` for a vocabulary of ``vocab`` entries; ``pays=False`` (the
+    top-K kernels, see ``_eager_under_auto``) keeps a function eager under ``auto``."""
+    mode = _compile_mode()
+    return mode == "always" or (mode == "auto" and pays and vocab >= COMPILE_MIN_VOCAB and not _COMPILE_BROKEN)
+
+
+def _owned(z: Tensor, dtype: torch.dtype) -> Tensor:
+    """z in ``dtype`` for a kernel to work on in place. Eager: z itself when it has that dtype
+    (the chunk's buffer is ours). Compiled: always a copy, which costs nothing there (the graph is
+    functional), so the in-place kernels do not write their intermediate values back into z."""
+    return z.to(dtype, copy=torch.compiler.is_compiling())
+
+
+def _apply_kernel(kernel: Kernel, dtype: torch.dtype, zs: Tensor, zt: Optional[Tensor],
+                  scale: Optional[Tensor]) -> Tensor:
+    """The per-token values (c,) of ``kernel`` on the logits zs, zt (c, V) computed in ``dtype``;
+    when ``scale`` (c,) is given, also ``scale_c * d value_c / d zs`` written into zs's buffer, in
+    zs's dtype (the row weight and the downcast of a bf16 chunk done in the same pass)."""
+    val, dz = kernel(_owned(zs, dtype), None if zt is None else _owned(zt, dtype), scale is not None)
+    if scale is not None:
+        zs.copy_(dz.mul_(scale[:, None]))  # a no-op copy when the eager kernel left dz in zs
+    return val
+
+
+def _compiled(key: Callable, fn: Callable) -> Callable:
+    """``torch.compile(fn, dynamic=True)``, made once per ``key`` (the one compile wrapper: the
+    kernels' ``_apply_kernel`` and the weight gradient's ``_accumulate_``). Each gets a code object
+    of its own: dynamo keeps compiled graphs per code object, at most ``recompile_limit`` (8) of
+    them, which the kernels together (x dtypes) would exceed."""
+    got = _COMPILED.get(key)
+    if got is None:
+        def run(*args: object) -> object:
+            return fn(*args)
+
+        name = "".join(ch if ch.isalnum() else "_" for ch in getattr(key, "__qualname__", "fn"))
+        run.__code__ = run.__code__.replace(co_name=f"compiled{name}")
+        got = _COMPILED[key] = torch.compile(run, dynamic=True)
+    return got
+
+
+def _runner(key: Callable, fn: Callable, vocab: int) -> Callable:
+    """``fn``, or its compiled variant when ``KERNEL_COMPILE`` says so for a vocabulary of
+    ``vocab``; under ``auto`` a failed compilation falls back to eager with one warning."""
+    if not _use_compiled(vocab, not getattr(key, "eager_under_auto", False)):
+        return fn
+    compiled, forced = _compiled(key, fn), _compile_mode() == "always"
+
+    def run(*args: object) -> object:
+        if _COMPILE_BROKEN and not forced:
+            return fn(*args)
+        try:
+            return compiled(*args)
+        except (torch.OutOfMemoryError, MemoryError):
+            raise
+        except Exception as e:  # noqa: BLE001 - any compiler failure: the eager function is the same one
+            if forced:
+                raise
+            if not _COMPILE_BROKEN:
+                _COMPILE_BROKEN.append(f"{type(e).__name__}: {e}")
+                warnings.warn(f"harness.losses: compiling the loss kernels failed ({type(e).__name__}: "
+                              f"{str(e)[:200]}); running them eager (KERNEL_COMPILE='never' silences this)",
+                              RuntimeWarning, stacklevel=2)
+            return fn(*args)
+
+    return run
+
+
+def _eager_under_auto(kernel: Kernel) -> Kernel:
+    """Mark a kernel that ``KERNEL_COMPILE="auto"`` leaves eager: the top-K ones, whose time goes
+    to ``torch.topk`` and gathers/scatters rather than fusable elementwise passes (at V = 151,936,
+    220 rows, 2 CPU cores: the compiled top-100 JSD kernel took ~1.2x the eager one). ``always``
+    compiles them too (the tests do)."""
+    kernel.eager_under_auto = True
+    return kernel
+
+
+def _kernel_runner(kernel: Kernel, vocab: int) -> Callable:
+    """run(dtype, zs, zt, scale) -> values: ``_apply_kernel`` for ``kernel``, eager or compiled."""
+    return _runner(kernel, functools.partial(_apply_kernel, kernel), vocab)
+
+
+def _accumulate_(dst: Tensor, src: Tensor, first: bool) -> None:
+    """dst = src (``first``) or dst += src, in dst's dtype, in place (compiled: one pass; eager
+    torch adds a bf16 tensor into an fp32 one ~10x slower than it copies it)."""
+    if first:
+        dst.copy_(src)
+    else:
+        dst.add_(src)
+
+
+def _chunks(kernel: Kernel, sd: "_Sides", dtype: torch.dtype, scale: Optional[Tensor],
             visit: Callable[[int, Tensor, Tensor, Optional[Tensor]], None]) -> None:
     """Call ``visit(start, rows, values, dz)`` chunk by chunk with the kernel's per-token values
-    and, when ``grad``, its closed-form logit gradient d value / d z_s (fp ``dtype``). A callback,
-    not a generator: a chunk's buffers are freed before the next chunk's logits are computed."""
+    (fp ``dtype``) and, when a per-row ``scale`` (n_rows,) is given, the scaled closed-form logit
+    gradient ``scale_t d value_t / d z_s`` in the logits' dtype (else None). A callback, not a
+    generator: a chunk's buffers are freed before the next chunk's logits are computed. Kernels
+    run on row blocks of ``_kernel_rows`` rows, eager or compiled: the temporaries stay small, and
+    a block's rows stay in the CPU's cache across the kernel's passes (compiled, a whole 220-row
+    chunk at V = 151,936 ran 2-4x slower than its blocks)."""
     n = sd.rows.numel()
     step = -(-n // -(-n // sd.chunk)) if n else 1  # equal chunks of at most sd.chunk rows (no small last one)
+    run = _kernel_runner(kernel, sd.s_w.shape[0] if sd.s_w is not None else sd.s_x.shape[1])
     for start in range(0, n, step):
         r = sd.rows[start:start + step]
-        zs = _chunk_logits(sd.s_x, sd.s_w, r, dtype)
-        zt = None if sd.t_x is None else _chunk_logits(sd.t_x, sd.t_w, r, dtype)
-        val, dz = _blockwise(kernel, zs, zt, grad, _kernel_rows(zs.shape[1]))
-        del zs, zt
-        visit(start, r, val, dz)
-        del val, dz
+        zs = _chunk_logits(sd.s_x, sd.s_w, r)
+        zt = None if sd.t_x is None else _chunk_logits(sd.t_x, sd.t_w, r)
+        sc = None if scale is None else scale[start:start + r.numel()]
+        val = _blockwise(run, dtype, zs, zt, sc, _kernel_rows(zs.shape[1]))
+        del zt
+        visit(start, r, val, None if scale is None else zs)
+        del val, zs
 
 
-def _blockwise(kernel: Kernel, zs: Tensor, zt: Optional[Tensor], grad: bool, block: int
-               ) -> tuple[Tensor, Optional[Tensor]]:
-    """``kernel(zs, zt, grad)`` over blocks of ``block`` rows (the kernels are row-wise), so that
-    its temporaries are block-sized; the logit gradient is left in ``zs``'s buffer."""
+def _blockwise(run: Callable, dtype: torch.dtype, zs: Tensor, zt: Optional[Tensor], scale: Optional[Tensor],
+               block: int) -> Tensor:
+    """``run(dtype, zs, zt, scale)`` over blocks of ``block`` rows (the kernels are row-wise), so
+    that its temporaries are block-sized; each block's scaled logit gradient lands in its rows of
+    ``zs``. Returns the values (c,)."""
     if zs.shape[0] <= block:
-        return kernel(zs, zt, grad)
-    vals = []
-    for i in range(0, zs.shape[0], block):
-        zs_b = zs[i:i + block]
-        val, dz = kernel(zs_b, None if zt is None else zt[i:i + block], grad)
-        vals.append(val)
-        if grad and dz.data_ptr() != zs_b.data_ptr():
-            zs_b.copy_(dz)
-    return torch.cat(vals), (zs if grad else None)
+        return run(dtype, zs, zt, scale)
+    sl = lambda t, i: None if t is None else t[i:i + block]
+    return torch.cat([run(dtype, zs[i:i + block], sl(zt, i), sl(scale, i)) for i in range(0, zs.shape[0], block)])
 
 
-def _add_outer_(grad_w: Tensor, dz: Tensor, xr: Tensor) -> None:
-    """grad_w += dz.T @ xr in place (the weight gradient of logits = x @ W.T). Same dtypes: one
-    ``addmm_``, no (V, H) temporary. A low-precision input (bf16 / fp16) with an fp32 buffer: the
-    matmul runs in the input dtype (as the forward's) in blocks of vocabulary rows whose product
-    fits ``CHUNK_BYTES``, each added into the fp32 buffer without an fp32 copy."""
+def _add_outer_(grad_w: Tensor, dz: Tensor, xr: Tensor, first: bool = False) -> None:
+    """grad_w += dz.T @ xr in place (the weight gradient of logits = x @ W.T), or grad_w = dz.T @ xr
+    when ``first`` (grad_w may then hold garbage: no zero-fill pass over the V x H buffer). Same
+    dtypes: one ``addmm_`` (``mm`` into grad_w), no (V, H) temporary. A low-precision input (bf16 /
+    fp16) with an fp32 buffer: the matmul runs in the input dtype (as the forward's) in blocks of
+    vocabulary rows whose product fits ``CHUNK_BYTES``, each added (copied) into the fp32 buffer
+    without an fp32 copy (``_accumulate_``, compiled by the ``KERNEL_COMPILE`` rule)."""
     if grad_w.dtype == xr.dtype:
-        grad_w.addmm_(dz.t(), xr)
+        if first:
+            torch.mm(dz.t(), xr, out=grad_w)
+        else:
+            grad_w.addmm_(dz.t(), xr)
         return
     step = max(1, CHUNK_BYTES // (xr.shape[1] * xr.element_size()))
+    acc = _runner(_accumulate_, _accumulate_, grad_w.shape[0])
     for v0 in range(0, grad_w.shape[0], step):
-        grad_w[v0:v0 + step].add_(dz[:, v0:v0 + step].t() @ xr)
+        acc(grad_w[v0:v0 + step], dz[:, v0:v0 + step].t() @ xr, first)
 
 
-def _map_grad_(dz: Tensor, r: Tensor, sd: "_Sides", grad_x: Optional[Tensor], grad_w: Optional[Tensor]) -> None:
+def _map_grad_(dz: Tensor, r: Tensor, sd: "_Sides", grad_x: Optional[Tensor], grad_w: Optional[Tensor],
+               first: bool) -> None:
     """Map a chunk's logit gradient dz (c, V) onto the student's inputs, in place:
-    grad_x[r] += dz (logits) or dz @ W (hidden); grad_w += dz.T @ x[r]."""
+    grad_x[r] += dz (logits) or dz @ W (hidden); grad_w += dz.T @ x[r] (= when ``first``, the
+    first chunk: ``_grad_buffers`` leaves grad_w unset when there are rows)."""
     if sd.s_w is None:
         grad_x.index_add_(0, r, dz.to(grad_x.dtype))
         return
@@ -601,16 +744,18 @@ def _map_grad_(dz: Tensor, r: Tensor, sd: "_Sides", grad_x: Optional[Tensor], gr
     if grad_x is not None:
         grad_x.index_add_(0, r, dz @ sd.s_w)
     if grad_w is not None:
-        _add_outer_(grad_w, dz, sd.s_x.index_select(0, r))
+        _add_outer_(grad_w, dz, sd.s_x.index_select(0, r), first)
 
 
 def _grad_buffers(sd: "_Sides", need_x: bool, need_w: bool, dtype: torch.dtype
                   ) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """Zeroed gradient buffers: grad_x in the input's dtype (each row is written once), grad_w in
-    the compute dtype (fp32, or fp64) whatever the weight's dtype (it accumulates over chunks)."""
+    """Gradient buffers: grad_x zeroed, in the input's dtype (each computed row is written once),
+    grad_w in the compute dtype (fp32, or fp64) whatever the weight's dtype (it accumulates over
+    chunks); grad_w is left unset when there are rows (the first chunk writes it, see
+    ``_map_grad_``), zeroed when there are none."""
     grad_x = torch.zeros_like(sd.s_x) if need_x else None
-    grad_w = (torch.zeros(sd.s_w.shape, dtype=dtype, device=sd.s_w.device)
-              if (need_w and sd.s_w is not None) else None)
+    new = torch.empty if sd.rows.numel() else torch.zeros
+    grad_w = new(sd.s_w.shape, dtype=dtype, device=sd.s_w.device) if (need_w and sd.s_w is not None) else None
     return grad_x, grad_w
 
 
@@ -626,7 +771,7 @@ class _ChunkedTokenFn(torch.autograd.Function):
         sd = _Sides(s_x, s_w, t_x, t_w, rows, chunk_size, (0, 0))
         dtype = _compute_dtype(s_x, s_w, t_x, t_w)
         out = torch.empty(rows.numel(), dtype=dtype, device=s_x.device)
-        _chunks(kernel, sd, dtype, False, lambda start, r, val, _: out[start:start + r.numel()].copy_(val))
+        _chunks(kernel, sd, dtype, None, lambda start, r, val, _: out[start:start + r.numel()].copy_(val))
         ctx.kernel, ctx.chunk_size, ctx.dtype = kernel, chunk_size, dtype
         ctx.save_for_backward(rows, s_x, s_w, t_x, t_w)
         return out
@@ -639,8 +784,7 @@ class _ChunkedTokenFn(torch.autograd.Function):
         if grad_x is None and grad_w is None:
             return None, None, None, None, None, None, None
         g = grad_out.to(ctx.dtype)
-        _chunks(ctx.kernel, sd, ctx.dtype, True,
-                lambda start, r, _, dz: _map_grad_(dz.mul_(g[start:start + r.numel(), None]), r, sd, grad_x, grad_w))
+        _chunks(ctx.kernel, sd, ctx.dtype, g, lambda start, r, _, dz: _map_grad_(dz, r, sd, grad_x, grad_w, start == 0))
         if grad_w is not None:
             grad_w = grad_w.to(s_w.dtype)
         return None, None, None, grad_x, grad_w, None, None
@@ -667,9 +811,9 @@ class _FusedTokenFn(torch.autograd.Function):
         def visit(start: int, r: Tensor, val: Tensor, dz: Optional[Tensor]) -> None:
             vals[start:start + r.numel()] = val
             if grad:
-                _map_grad_(dz.mul_(wt[start:start + r.numel(), None]), r, sd, grad_x, grad_w)
+                _map_grad_(dz, r, sd, grad_x, grad_w, start == 0)
 
-        _chunks(kernel, sd, dtype, grad, visit)
+        _chunks(kernel, sd, dtype, wt if grad else None, visit)
         ctx.mark_non_differentiable(vals)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.w_dtype, ctx.used = None if s_w is None else s_w.dtype, False
@@ -764,7 +908,9 @@ def _log_softmax_(z: Tensor) -> Tensor:
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
-    """sum_v a[c, v] b[c, v] without a (c, V) temporary."""
+    """sum_v a[c, v] b[c, v] without a (c, V) temporary (compiled: a fused product-sum)."""
+    if torch.compiler.is_compiling():
+        return (a * b).sum(-1)
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
@@ -839,6 +985,7 @@ def _compressed_jsd(p: Tensor, ids: Tensor, p_s: Tensor, q_s: Tensor, p_t: Tenso
     return val, dz.scatter_(1, ids, 0.5 * p_s * (l_ps - e_p[:, None]))  # ... then S its own (duplicates agree)
 
 
+@functools.lru_cache(maxsize=None)  # one kernel object per setting: compiled once (see _compiled)
 def _jsd_kernel(k: Optional[int], support: str) -> Kernel:
     """JSD(q, p) over the full vocabulary (k=None, [PTD-PO] Eq. 13) or over the compressed
     distributions (S, tail) with S the top-k support ([PTD-PO] Eqs. 14-17). With
@@ -865,7 +1012,7 @@ def _jsd_kernel(k: Optional[int], support: str) -> Kernel:
             return val, None
         return val, ell_p.sub_(e_p[:, None]).mul_(p).mul_(0.5)
 
-    return kernel
+    return kernel if k is None else _eager_under_auto(kernel)
 
 
 @register_loss("full_kl")
@@ -908,6 +1055,7 @@ def full_kl(
 _FULL_JSD = _jsd_kernel(None, "union")
 
 
+@functools.lru_cache(maxsize=None)  # one kernel object per setting: compiled once (see _compiled)
 def _generalized_jsd_kernel(beta: float) -> Kernel:
     """beta KL(q || m) + (1 - beta) KL(p || m) with m = beta q + (1 - beta) p (GKD's JSD(beta),
     Agarwal et al. 2024, as TRL's ``generalized_jsd_loss`` defines it; q teacher, p student).
@@ -1020,7 +1168,7 @@ def teacher_topk(teacher: Side, mask: Tensor, k: int, chunk_size: Optional[int] 
     logq = torch.zeros(bt[0] * bt[1], kk, dtype=dtype, device=x.device)
     for start in range(0, rows.numel(), chunk):
         r = rows[start:start + chunk]
-        top = _log_softmax_(_chunk_logits(x, w, r, dtype)).topk(kk, dim=-1)
+        top = _log_softmax_(_chunk_logits(x, w, r).to(dtype)).topk(kk, dim=-1)
         ids[r], logq[r] = top.indices, top.values.clamp_min(math.log(torch.finfo(dtype).tiny))
     return TopKTeacher(ids.view(*bt, kk), logq.view(*bt, kk))
 
@@ -1043,6 +1191,9 @@ def _teacher_topk_jsd_kernel(zs: Tensor, zt: Tensor, grad: bool):
     return _compressed_jsd(p, ids, p_s, q_s, _tail_mass(p, p_s, None), q_t, None, grad)
 
 
+_eager_under_auto(_teacher_topk_jsd_kernel)
+
+
 @register_loss("teacher_topk_jsd")
 def teacher_topk_jsd(student: Side, teacher: TopKTeacher, mask: Tensor, chunk_size: Optional[int] = None, *,
                      token_weights: Optional[Tensor] = None) -> Union[Tensor, FusedLoss]:
@@ -1062,6 +1213,7 @@ def teacher_topk_jsd(student: Side, teacher: TopKTeacher, mask: Tensor, chunk_si
     return _per_token(_teacher_topk_jsd_kernel, student, teacher, mask, chunk_size, token_weights)
 
 
+@functools.lru_cache(maxsize=None)  # one kernel object per setting: compiled once (see _compiled)
 def _topk_reward_kernel(floor: float) -> Kernel:
     """Expected floored log-ratio over the teacher's top-k support S, both sides renormalised
     on S: ``val = sum_{v in S} p~(v) max(log q~(v) - log p~(v), floor)`` with the reward held
@@ -1080,7 +1232,7 @@ def _topk_reward_kernel(floor: float) -> Kernel:
         dz = torch.zeros_like(zs)
         return val, dz.scatter_(1, ids, pt * (reward - val[:, None]))
 
-    return kernel
+    return _eager_under_auto(kernel)
 
 
 @register_loss("topk_expected_reward")
