@@ -356,8 +356,8 @@ def in_memory_teacher(teacher: PolicyBundle) -> Iterator[None]:
     vocabulary check ``harness.models.load_teacher`` makes."""
     import methods.vold.trainer as vold_trainer
 
-    def load(cfg: Any, student: PolicyBundle) -> PolicyBundle:
-        check_same_vocabulary(student, teacher)
+    def load(cfg: Any, ctx: Any) -> PolicyBundle:
+        check_same_vocabulary(ctx.policy, teacher)
         return teacher
 
     with mock.patch.object(vold_trainer, "load_vold_teacher", load):
