@@ -171,20 +171,29 @@ def nominal_params(model_id: str) -> Optional[int]:
 
 def _root(plan, src: Optional[dict]) -> Optional[str]:
     """The hub id a stage chain starts from (``{"stage": dir}`` -> that stage's init, ...)."""
-    by_dir = {st.dir: st for st in plan.stages.values()}
     seen: set[str] = set()
     while src and "stage" in src and src["stage"] not in seen:
         seen.add(src["stage"])
-        st = by_dir.get(src["stage"])
+        st = plan.stages.get(src["stage"])  # keyed by stage directory
         src = st.init if st else None
     return (src or {}).get("hub")
 
 
-def _trains(st) -> bool:
+def _spec(st):
+    """The stage's ``methods.registry.MethodSpec`` (None for a method the registry lacks)."""
     from methods.registry import METHODS
 
-    spec = METHODS.get(st.method)
+    return METHODS.get(st.method)
+
+
+def _trains(st) -> bool:
+    spec = _spec(st)
     return spec.trains if spec is not None else True
+
+
+def _stage_bytes(st, student: int, frozen: int, strategy: str, world: int) -> float:
+    """``state_bytes`` of a planned stage: whether it trains, and its ``shard_frozen`` setting."""
+    return state_bytes(student, frozen, strategy, world, _trains(st), bool(st.overrides.get("shard_frozen", True)))
 
 
 def _size(model_id: Optional[str], count: Callable[[str], Optional[int]]) -> tuple[Optional[int], str]:
@@ -205,7 +214,7 @@ def _teacher_model(plan, st) -> Optional[str]:
     data, not a model held in memory."""
     src = st.teacher or {}
     if "stage" in src:
-        teacher_stage = next((t for t in plan.stages.values() if t.dir == src["stage"]), None)
+        teacher_stage = plan.stages.get(src["stage"])
         return _root(plan, src) if teacher_stage is not None and _trains(teacher_stage) else None
     return src.get("hub")
 
@@ -214,11 +223,9 @@ def _stage_params(plan, st, count: Callable[[str], Optional[int]]) -> tuple[Opti
     """(student params or None, frozen params (0 when none / unknown), notes). Frozen: the teacher
     (``_teacher_model``) plus, for a method that keeps a frozen reference copy of the student
     (``MethodSpec.reference``: PTD-PO), the student's size again."""
-    from methods.registry import METHODS
-
     student, n1 = _size(_root(plan, st.init), count)
     teacher, n2 = _size(_teacher_model(plan, st), count)
-    spec = METHODS.get(st.method)
+    spec = _spec(st)
     frozen = (teacher or 0) + (student or 0 if spec is not None and spec.reference else 0)
     return student, frozen, "; ".join(n for n in (n1, n2) if n)
 
@@ -235,7 +242,7 @@ def memory_table(plan, table_id: str, rows: Optional[list[str]] = None, worlds: 
             continue
         student, teacher, note = _stage_params(plan, st, count)
         cells = ["?"] * (3 * len(worlds)) if student is None else [
-            f"{state_bytes(student, teacher, s, n, _trains(st)) / GIB:.1f}" for s in ("ddp", "zero2", "zero3")
+            f"{_stage_bytes(st, student, teacher, s, n) / GIB:.1f}" for s in ("ddp", "zero2", "zero3")
             for n in worlds]
         note = "generation only (no optimizer state)" + (f"; {note}" if note else "") if not _trains(st) else note
         body.append([st.id, st.overrides.get("distributed", "auto") if _trains(st) else "-",
@@ -296,8 +303,7 @@ def preflight(plan, table_id: str, out: Path, rows: Optional[list[str]] = None, 
         if _trains(st):
             need_disk += (TRAIN_BYTES + FROZEN_BYTES) * student  # last resumable checkpoint + final bf16 weights
         strategy = str(st.overrides.get("distributed", "ddp"))
-        per_gpu = state_bytes(student, teacher, "ddp" if strategy in ("auto", "single") else strategy, world,
-                              _trains(st), bool(st.overrides.get("shard_frozen", True)))
+        per_gpu = _stage_bytes(st, student, teacher, "ddp" if strategy in ("auto", "single") else strategy, world)
         if gpus and per_gpu > min(gpus):
             problems.append(f"stage {st.id}: model states need ~{per_gpu / GIB:.1f} GiB a GPU under "
                             f"{strategy} on {world} GPU(s), the smallest has {min(gpus) / GIB:.1f} GiB "

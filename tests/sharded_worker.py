@@ -29,7 +29,8 @@ from harness.distributed import Strategy, make_strategy  # noqa: E402
 from harness.models import full_shape, full_weight  # noqa: E402
 from harness.optim import build_optimizer  # noqa: E402
 from harness.update import accumulate_update, select_rows  # noqa: E402
-from trainer_helpers import fixed_batch, forward_of, logp_of, tiny_lm  # noqa: E402
+from trainer_helpers import (fixed_batch, forward_of, logp_of, model_inputs, response_logp,  # noqa: E402
+                             response_positions, tiny_lm)
 
 SFT_RUN = {"steps": 3, "save_every": 2}
 OPD_RUN = {"steps": 2, "save_every": 2, "prompts_per_step": 4, "num_generations": 2, "max_new_tokens": 6,
@@ -100,12 +101,9 @@ def frozen_checks(strategy: Strategy) -> dict:
     gathered ``lm_head`` weight, whether any parameter still wants a gradient, and its element counts."""
     frozen = strategy.shard_frozen(tiny_lm(FROZEN_SEED))
     batch = fixed_batch()
-    ids = torch.cat([batch.prompt_ids, batch.response_ids], 1)
-    mask = torch.cat([batch.prompt_mask, batch.response_mask], 1)
     with torch.no_grad():
         top = logp_of(frozen, batch)
-        hidden = frozen.model(input_ids=ids, attention_mask=mask,
-                              position_ids=(mask.cumsum(1) - 1).clamp(min=0)).last_hidden_state
+        hidden = frozen.model(**model_inputs(batch)).last_hidden_state
         logits = frozen.lm_head(hidden).float()
     local, total = frozen_numel(frozen)
     return {"frozen_logp": top, "frozen_logits": logits, "frozen_head": full_weight(frozen.lm_head.weight),
@@ -185,13 +183,8 @@ def view_forward_of(model: torch.nn.Module):
     from harness.forward import ViewOutput
 
     def forward(mb):
-        ids = torch.cat([mb.prompt_ids, mb.response_ids], 1)
-        mask = torch.cat([mb.prompt_mask, mb.response_mask], 1)
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        P, T = mb.prompt_ids.shape[1], mb.response_ids.shape[1]
-        hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, P - 1:P - 1 + T]
-        logits = model.lm_head(hidden).float()
-        logp = torch.log_softmax(logits, -1).gather(-1, mb.response_ids.unsqueeze(-1)).squeeze(-1) * mb.response_mask
+        hidden = model.model(**model_inputs(mb)).last_hidden_state[:, response_positions(mb)]
+        logp = response_logp(model.lm_head(hidden), mb)
         return {"full": ViewOutput(logp=logp, hidden=hidden, weight=model.lm_head.weight, mask=mb.response_mask,
                                    lm_head=model.lm_head)}
 

@@ -22,7 +22,7 @@ import torch
 
 from harness.distributed import Strategy
 from harness.update import accumulate_update
-from trainer_helpers import fixed_batch, forward_of, logp_of, tiny_lm
+from trainer_helpers import fixed_batch, forward_of, logp_of, model_inputs, tiny_lm
 
 pytestmark = pytest.mark.slow
 
@@ -174,11 +174,9 @@ def test_a_frozen_model_sharded_for_inference_scores_as_the_whole_model(runs):
     name, out = runs
     whole = tiny_lm(FROZEN_SEED)
     batch = fixed_batch()
-    ids = torch.cat([batch.prompt_ids, batch.response_ids], 1)
-    mask = torch.cat([batch.prompt_mask, batch.response_mask], 1)
     with torch.no_grad():
         ref_logp = logp_of(whole, batch)
-        ref_logits = whole(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+        ref_logits = whole(**model_inputs(batch)).logits
     for rank in (0, 1):
         c = _checks(out, rank)
         torch.testing.assert_close(c["frozen_logp"], ref_logp, atol=1e-6, rtol=0, msg=f"{name} rank {rank}")

@@ -21,15 +21,28 @@ def tiny_lm(seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def model_inputs(traj: Trajectories) -> dict[str, torch.Tensor]:
+    """``input_ids`` / ``attention_mask`` / ``position_ids`` of the left-padded prompt + response."""
+    mask = torch.cat([traj.prompt_mask, traj.response_mask], 1)
+    return {"input_ids": torch.cat([traj.prompt_ids, traj.response_ids], 1), "attention_mask": mask,
+            "position_ids": (mask.cumsum(1) - 1).clamp(min=0)}
+
+
+def response_positions(traj: Trajectories) -> slice:
+    """The sequence positions whose outputs predict the response tokens."""
+    P, T = traj.prompt_ids.shape[1], traj.response_ids.shape[1]
+    return slice(P - 1, P - 1 + T)
+
+
+def response_logp(logits: torch.Tensor, traj: Trajectories) -> torch.Tensor:
+    """(B, T) log-probs of the response tokens from their predicting positions' logits; 0 on padding."""
+    lp = torch.log_softmax(logits.float(), -1).gather(-1, traj.response_ids.unsqueeze(-1)).squeeze(-1)
+    return lp * traj.response_mask
+
+
 def logp_of(model: torch.nn.Module, traj: Trajectories) -> torch.Tensor:
     """(B, T) log-probs of the response tokens given the left-padded prompt; 0 on padding."""
-    ids = torch.cat([traj.prompt_ids, traj.response_ids], 1)
-    mask = torch.cat([traj.prompt_mask, traj.response_mask], 1)
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
-    P, T = traj.prompt_ids.shape[1], traj.response_ids.shape[1]
-    lp = torch.log_softmax(logits[:, P - 1:P - 1 + T], -1).gather(-1, traj.response_ids.unsqueeze(-1)).squeeze(-1)
-    return lp * traj.response_mask
+    return response_logp(model(**model_inputs(traj)).logits[:, response_positions(traj)], traj)
 
 
 class LogpOnly:

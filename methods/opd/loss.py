@@ -79,8 +79,8 @@ def rkl_sampled_loss(logp: Tensor, old_logp: Tensor, teacher_logp: Tensor, mask:
     lp = torch.where(valid, logp, zero)
     ratio = torch.exp((lp - torch.where(valid, old_logp.detach(), zero)).clamp(-20.0, 20.0))
     reward = token_reward(teacher_logp.detach(), lp, mask)
-    loss = losses.agg_loss(losses.weight_tokens(-ratio * reward, token_weights), mask, agg, global_tokens=global_tokens, global_seqs=global_seqs,
-                           max_len=max_len)
+    loss = losses.agg_loss(losses.weight_tokens(-ratio * reward, token_weights), mask, agg,
+                           global_tokens=global_tokens, global_seqs=global_seqs, max_len=max_len)
     return loss, {}
 
 
