@@ -32,7 +32,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from harness.data.packaged import (EASY_VQA_COLORS, EASY_VQA_SHAPES, _champ_problems, _easy_vqa_rows, _package,
-                                   champ_split, easy_vqa_items, option_letter)
+                                   champ_split, crop_to_shape, easy_vqa_items, option_letter)
 
 TILE = 64                                   # easy-vqa images are 64 x 64
 SIDES = {"circle": 0, "triangle": 3, "rectangle": 4}   # straight sides of each easy-vqa shape
@@ -52,9 +52,16 @@ def key_int(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
-def items(bench: str, n: int, seed: int, kinds: tuple[str, ...] = ("color", "shape")) -> list[dict[str, Any]]:
-    """``n`` easy-vqa **test** items for benchmark ``bench`` (see ``easy_vqa_items``); each
-    benchmark and seed draws its own sample."""
+LEARNABLE_KINDS = ("color",)
+"""The easy-vqa question kinds single-image smoke items ask: colour only. A tiny smoke model learns
+to name a cropped shape's colour in a few dozen supervised steps but stays at chance on shapes
+(docs/smoke_profile.md), so shape items would only dilute a column's measurable effect; composite
+questions (:func:`attributes`) still use both."""
+
+
+def items(bench: str, n: int, seed: int, kinds: tuple[str, ...] = LEARNABLE_KINDS) -> list[dict[str, Any]]:
+    """``n`` easy-vqa **test** items of ``kinds`` for benchmark ``bench`` (see ``easy_vqa_items``);
+    each benchmark and seed draws its own sample."""
     return easy_vqa_items(n, "test", key_int("evals-smoke", bench, seed), kinds)
 
 
@@ -109,11 +116,12 @@ def full_ids() -> tuple[int, ...]:
 @functools.lru_cache(maxsize=1024)
 def _load(image_id: int) -> Image.Image:
     with Image.open(_test_paths()[image_id]) as im:
-        return im.convert("RGB")
+        return crop_to_shape(im)
 
 
 def test_image(image_id: int) -> Image.Image:
-    """easy-vqa test image ``image_id`` (RGB; a copy of a cached decode)."""
+    """easy-vqa test image ``image_id``, cropped to its shape as every smoke image is
+    (``crop_to_shape``; RGB, 64 x 64; a copy of a cached decode)."""
     return _load(int(image_id)).copy()
 
 

@@ -50,8 +50,9 @@ SMOKE_VOCAB_ENV = "VLMREPRO_SMOKE_VOCAB"
 random (no warm start), in their own cache entries: the test suite sets it (tests/conftest.py),
 since what it tests (losses, resume, checkpoints, plumbing) does not depend on the vocabulary and
 runs ~10x faster at ~1.5k ids; every user run uses ``qwen``."""
-SMOKE_VERSION = "v3"  # bump when the builders or the cache layout change so stale caches are not reused
-# (v2: entries carry COMPLETE_MARKER; v3: real vocabulary and the warm start)
+SMOKE_VERSION = "v4"  # bump when the builders or the cache layout change so stale caches are not reused
+# (v2: entries carry COMPLETE_MARKER; v3: real vocabulary and the warm start; v4: the early-stopped
+# gold-answer warm start on cropped images)
 COMPLETE_MARKER = ".complete.json"  # written last into a cache entry: lists its files and sizes
 
 # Image sizes kept small so smoke rollouts are fast: 2x2..4x4 merged tokens per image.

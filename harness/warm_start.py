@@ -36,19 +36,19 @@ from harness.types import Sample
 class WarmStart:
     """Settings of the warm start (defaults: the smoke profile's, measured in docs/smoke_profile.md)."""
 
-    steps: int = 150
+    steps: int = 80
     batch_size: int = 32
     lr: float = 3e-3
     negatives: int = 2048
     """Vocabulary ids sampled per step for the softmax (:func:`sampled_softmax_nll`)."""
     rows: int = 2000
     """easy-vqa training questions drawn from (``form="mixed"``: free-form and multiple choice)."""
-    targets: str = "random"
+    targets: str = "gold"
     """``random`` (an answer drawn from the question's answer set, independent of the image:
     :func:`random_answer_targets`, the smoke models' warm start) or ``gold`` (the correct answers;
     with ``crop`` and about 80 steps, the early-stopped alternative measured in
     ``bench/smoke_warm_start.py``)."""
-    crop: bool = False
+    crop: bool = True
     """easy-vqa images cropped to the shape (``harness.data.packaged.crop_to_shape``)."""
     seed: int = 0
 

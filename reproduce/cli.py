@@ -95,8 +95,10 @@ def _copy_reports(paths: dict[str, Path], report_dir: Optional[str]) -> None:
     if report_dir:
         Path(report_dir).mkdir(parents=True, exist_ok=True)
         for p in paths.values():
-            shutil.copyfile(p, Path(report_dir) / p.name)
-            print(f"  {Path(report_dir) / p.name}")
+            target = Path(report_dir) / p.name
+            if not (target.exists() and target.samefile(p)):  # --report-dir may be the run's own report folder
+                shutil.copyfile(p, target)
+            print(f"  {target}")
 
 
 def compare_main(argv: list[str]) -> int:

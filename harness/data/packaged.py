@@ -75,7 +75,8 @@ def crop_to_shape(image: Image.Image, threshold: int = 30, size: int = EASY_VQA_
     (sum of absolute RGB differences) away from it. The crop keeps what answers the questions: the
     colour fills the picture, and a rectangle fills its box where a circle or triangle leaves
     background in the corners. An image with no such pixel is returned resized, uncropped.
-    Opt-in (``easy_vqa_items(crop=True)``): ``bench/smoke_learnability.py`` uses it."""
+    The smoke profile's default (``easy_vqa_items(crop=True)``): every easy-vqa image a smoke model
+    trains or is evaluated on is cropped, since only then can it learn colour naming."""
     a = np.asarray(image.convert("RGB"), dtype=np.int16)
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
     background = np.array(Counter(map(tuple, border.tolist())).most_common(1)[0][0], dtype=np.int16)
@@ -108,7 +109,7 @@ def _easy_vqa_rows(split: str) -> tuple[tuple[str, str, int, str, str], ...]:
 
 
 def easy_vqa_items(n: int, split: str = "train", seed: int = 0,
-                   kinds: tuple[str, ...] = ("color", "shape"), crop: bool = False) -> list[dict[str, Any]]:
+                   kinds: tuple[str, ...] = ("color", "shape"), crop: bool = True) -> list[dict[str, Any]]:
     """``n`` easy-vqa questions of ``kinds`` from ``split`` as plain items (a seeded sample without
     replacement; all of them when ``n`` exceeds what there is): ``question`` (capitalised),
     ``answer`` (the word), ``kind``, ``image`` (PIL RGB; cropped to the shape by
@@ -145,7 +146,7 @@ EASY_VQA_FORMS = ("free", "choice", "mixed")
 
 
 def easy_vqa(n: int, split: str = "train", seed: int = 0, kinds: tuple[str, ...] = ("color", "shape"),
-             instruction: str | None = "boxed", form: str = "mixed", crop: bool = False) -> list[Sample]:
+             instruction: str | None = "boxed", form: str = "mixed", crop: bool = True) -> list[Sample]:
     """``n`` easy-vqa questions as training samples (see :func:`easy_vqa_items`).
 
     ``form``: ``free`` (``answer`` is the word, ``"teal"``), ``choice`` (options from

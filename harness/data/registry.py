@@ -14,6 +14,8 @@ and the real small sets shipped in registry packages (:mod:`harness.data.package
 
 * ``easy-vqa`` — colour / shape questions about real 64x64 shape images whose answer needs the
   image (:func:`harness.data.packaged.easy_vqa`; a verifiable one-word answer)
+* ``easy-vqa-color`` — the colour questions of ``easy-vqa`` alone, asked free form (the task a
+  tiny smoke model learns in a few dozen supervised steps: docs/smoke_profile.md)
 * ``champ`` — 270 competition math problems with solutions and answer-free hints
   (:func:`harness.data.packaged.champ`)
 * ``smoke-tool-traces`` — scripted tool-use SFT traces on easy-vqa questions: a ``crop_image``
@@ -41,7 +43,7 @@ SMOKE_SETS = {
     "smoke-learnable": synthetic.learnable,
 }
 _SMOKE_SEEDS = {"train": 0, "validation": 1, "test": 2}
-PACKAGE_OF = {"easy-vqa": "easy-vqa", "champ": "champ-dataset", "smoke-tool-traces": "easy-vqa"}
+PACKAGE_OF = {"easy-vqa": "easy-vqa", "easy-vqa-color": "easy-vqa", "champ": "champ-dataset", "smoke-tool-traces": "easy-vqa"}
 """Packaged training sets and the registry package that ships each."""
 PACKAGED_SETS = tuple(PACKAGE_OF)
 _KEEP = object()
@@ -75,6 +77,9 @@ def load_training_set(name_or_path: str | Path, split: str = "train", limit: int
         return SMOKE_SETS[key](n, _SMOKE_SEEDS[split], **kw)
     if key == "easy-vqa":
         return packaged.easy_vqa(SMOKE_DEFAULT_SIZE if limit is None else limit, split, **kw)
+    if key == "easy-vqa-color":
+        return packaged.easy_vqa(SMOKE_DEFAULT_SIZE if limit is None else limit, split, kinds=("color",),
+                                 form="free", **kw)
     if key == "champ":
         return packaged.champ(limit, split, **kw)
     if key == "smoke-tool-traces":

@@ -250,11 +250,12 @@ SFT_PROFILES: dict[str, dict[str, Any]] = {
 RL_PROFILES: dict[str, dict[str, Any]] = {
     "paper": dict(PAPER_ROLLOUTS),
     # methods.grpo's smoke profile (tiny Qwen2.5-VL, 2 mini-batches) for 8 steps of 4 easy-vqa
-    # training questions x 5 rollouts, 8-token responses, lr 1e-3, VOLD's own binary reward
+    # training questions x 5 rollouts, 8-token responses, lr 3e-5 (at 1e-3, 8 steps erased what a
+    # smoke SFT had taught: docs/smoke_profile.md), VOLD's own binary reward
     # (boxed-exact, so Eq. 6's mask acts; the warm-started student answers at chance, ~0.25), the
     # tiny Qwen3 as the teacher, and Geo3K validation on 8 held-out smoke items every 4 steps.
     "smoke": {**GRPO_PROFILES["smoke"], "steps": 8, "data": "easy-vqa", "reward": "boxed-exact",
-              "max_new_tokens": 8, "lr": 1e-3, "teacher": "smoke:qwen3",
+              "max_new_tokens": 8, "lr": 3e-5, "teacher": "smoke:qwen3",
               "teacher_dtype": "float32", "val_source": "smoke", "val_every": 4, "val_smoke_n": 8,
               "val_max_new_tokens": 8, "save_every": 4},
 }
