@@ -11,6 +11,10 @@ V=151936) and dtype, forward + backward of a token-mean loss with the student gi
 - ``floor``: the matmuls no implementation can avoid: the student lm_head forward + backward
   plus the teacher lm_head forward, as 4 bare N x H x V matmuls (the student's logits reused
   as the upstream gradient: no elementwise work; the time ratios' reference);
+- ``fused-matmuls``: the fused path's chunk loop with a kernel that does no elementwise work (its
+  logit gradient is the logits themselves): the 4 matmuls as the fused path runs them, chunk by
+  chunk with the weight gradient accumulated in place, so ``fused-<loss>`` minus this is that
+  loss's elementwise cost and this minus ``floor`` the cost of chunking;
 - ``naive-*``: logits materialised whole, plain autograd;
 - ``chunked-*``: ``harness.losses``' reference path (custom autograd over token chunks, logits
   recomputed in backward: 6 matmuls);
@@ -43,7 +47,8 @@ from typing import Callable, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness.losses import HiddenHead, agg_loss, agg_weights, entropy, full_kl, jsd, topk_jsd  # noqa: E402
+from harness.losses import (HiddenHead, _per_token, agg_loss, agg_weights, entropy, full_kl, jsd,  # noqa: E402
+                            topk_jsd)
 
 try:
     from tabulate import tabulate
@@ -53,8 +58,8 @@ except ImportError:  # pragma: no cover
 _LOG2 = math.log(2.0)
 ALL_CASES = ("matmul", "floor", "naive-rkl", "naive-jsd", "chunked-rkl", "chunked-fkl", "chunked-jsd",
              "chunked-topk100-jsd", "fused-rkl", "fused-fkl", "fused-jsd", "fused-topk100-jsd", "fused-entropy",
-             "liger-jsd")
-FAST_CASES = ("matmul", "floor", "fused-rkl", "fused-fkl", "fused-jsd", "fused-topk100-jsd")
+             "fused-matmuls", "liger-jsd")
+FAST_CASES = ("matmul", "floor", "fused-matmuls", "fused-rkl", "fused-fkl", "fused-jsd", "fused-topk100-jsd")
 """The cases of the CPU preset's large size (the naive and chunked ones take too long on the CPU)."""
 
 
@@ -168,6 +173,20 @@ class _Floor(torch.autograd.Function):
         return (z @ w).mul_(g).view(ctx.shape), (z.t() @ h2).mul_(g), None, None
 
 
+def _no_elementwise_kernel(zs, zt, grad: bool):
+    """A kernel with no elementwise work: value 0, logit gradient = the logits' own buffer."""
+    return zs.new_zeros(zs.shape[0]), (zs if grad else None)
+
+
+_no_elementwise_kernel.eager_under_auto = True  # nothing to compile
+
+
+def fused_matmuls(h, w, ht, wt, mask):
+    """The fused path's chunked matmuls and gradient accumulation alone (see the module docstring)."""
+    return _per_token(_no_elementwise_kernel, HiddenHead(h, w), HiddenHead(ht, wt), mask, None,
+                      token_weights=agg_weights(mask)).loss
+
+
 def floor(h, w, ht, wt, mask):
     """Student lm_head forward + backward and teacher lm_head forward: the 4 unavoidable matmuls."""
     return _Floor.apply(h, w, ht, wt)
@@ -192,6 +211,8 @@ def case_fn(name: str, device: str, chunk_size: Optional[int]) -> tuple[Optional
         return bare_matmul, ""
     if name == "floor":
         return floor, ""
+    if name == "fused-matmuls":
+        return fused_matmuls, ""
     if name == "liger-jsd":
         return liger_jsd() if device == "cuda" else (None, "liger-kernel needs CUDA")
     family, kind = name.split("-", 1)
@@ -298,6 +319,12 @@ def targets(rows: list[dict]) -> list[str]:
                 if c in b:
                     x = b[c]["t"] / b["floor"]["t"]
                     lines.append(f"{head}: {c} time {x:.2f}x floor (target <= 1.2): {'met' if x <= 1.2 else 'NOT met'}")
+        if "floor" in b and "fused-matmuls" in b:
+            fl, mm = b["floor"]["t"], b["fused-matmuls"]["t"]
+            parts = [f"chunked matmuls {mm / fl:.2f}x floor"] + [
+                f"{c} elementwise {(b[c]['t'] - mm) / fl:+.2f}" for c in
+                ("fused-rkl", "fused-fkl", "fused-jsd", "fused-topk100-jsd") if c in b]
+            lines.append(f"{head}: where the time goes (x floor): " + ", ".join(parts))
         if "fused-topk100-jsd" in b and "fused-jsd" in b:
             x = b["fused-topk100-jsd"]["t"] / b["fused-jsd"]["t"]
             lines.append(f"{head}: fused-topk100-jsd time {x:.2f}x fused-jsd (target <= 1): {'met' if x <= 1 else 'NOT met'}")

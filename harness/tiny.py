@@ -5,7 +5,7 @@ Same architecture classes as the real checkpoints (``Qwen2_5_VLForConditionalGen
 2 layers, 2 heads / 1 KV head (head_dim 64, which vLLM's CPU backend accepts), a two-block vision
 tower, and the real Qwen vocabulary (``harness.tokenizer.build_qwen_tokenizer``: 151,936 ids, so
 prompts tokenize as on the hub models and full-vocabulary losses run at the real width; any tiny
-model can score any other's tokens). The smoke kinds get a format-only warm start
+model can score any other's tokens). The smoke kinds get an early-stopped warm start
 (``harness.warm_start``) after the random initialisation. Each is written with
 ``save_pretrained`` (weights, tokenizer, image processor) and loaded back through
 ``harness.models.load_model`` exactly like a hub checkpoint. ``build_tiny_model(vocab="smoke")``
@@ -32,8 +32,8 @@ TEXT_KINDS = ("qwen3", "qwen2")
 SMOKE_KINDS: dict[str, tuple[str, dict]] = {
     # Every smoke model is on the real Qwen vocabulary (harness.tokenizer.build_qwen_tokenizer):
     # 151,936-wide embeddings tied to the lm_head (as Qwen2.5-VL-3B and Qwen3-VL-2B / 4B), special
-    # tokens at their real ids, the real chat template; then a format-only warm start
-    # (harness.warm_start: random answers, so the model writes well-formed answers at chance).
+    # tokens at their real ids, the real chat template; then an early-stopped warm start
+    # (harness.warm_start: correct answers, stopped while the model answers at about chance).
     # A kind's seed is its index here: new kinds are appended, so the others keep their weights.
     **{k: (k, {"vocab": "qwen", "warm": True}) for k in ("qwen2_5_vl", "qwen3", "qwen3_vl")},
     # A second tiny Qwen3 (another seed, lm_head / embedding drawn 7.5x wider before the warm start):
@@ -188,7 +188,7 @@ def build_tiny_model(kind: str, out_dir: str | Path, *, seed: int = 0, head_std:
 
 
 def warm_start_saved(path: Path, seed: int) -> list[float]:
-    """Load the model saved at ``path``, run the format-only warm start (``harness.warm_start``)
+    """Load the model saved at ``path``, run the early-stopped warm start (``harness.warm_start``)
     and save the weights back in place. Returns the per-step warm-start loss."""
     from harness.models import load_model
     from harness.warm_start import WarmStart, warm_start

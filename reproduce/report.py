@@ -23,7 +23,7 @@ from reproduce.plan import RUNNABLE, Plan, benchmark_available
 from reproduce.runner import RunState, stage_metrics
 
 SMOKE_BANNER = ("SMOKE PROFILE: tiny models of the papers' architectures on the real Qwen vocabulary "
-                "(random, then a format-only warm start), trained and evaluated offline on small real data "
+                "(random, then a short warm start on easy-vqa answers, stopped at about chance accuracy), trained and evaluated offline on small real data "
                 "(easy-vqa, champ) and generated tasks, a few dozen held-out items a benchmark. These numbers "
                 "test the pipeline end to end and whether a smoke recipe learns anything at all; they say "
                 "nothing about the paper's results.")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness.data.packaged import _champ_problems, _easy_vqa_rows, champ_split
+from harness.data.packaged import _champ_problems, _easy_vqa_rows, champ_split, crop_to_shape
 from harness.types import Sample
 
 from evals import baseline, smoke
@@ -31,14 +31,16 @@ def _hash(img: Image.Image) -> str:
 @pytest.fixture(scope="module")
 def split_hashes() -> dict[str, set[str]]:
     """Pixel hashes of every easy-vqa image each split's questions use (as harness.data.packaged
-    splits them): the test split vs train + validation."""
+    splits them), cropped to the shape as every smoke image is: the test split vs train +
+    validation (no cropped test image equals a cropped training one; the uncropped images are
+    disjoint too: tests/test_packaged_data.py)."""
     out = {}
     for split in ("train", "validation", "test"):
         paths = {row[4] for row in _easy_vqa_rows(split)}
         hashes = set()
         for p in paths:
             with Image.open(p) as im:
-                hashes.add(_hash(im))
+                hashes.add(_hash(crop_to_shape(im)))
         out[split] = hashes
     assert not out["test"] & (out["train"] | out["validation"])
     return out
@@ -88,6 +90,19 @@ def test_visual_smoke_images_come_from_easy_vqa_test_only(name, loaded, split_ha
             tiles = _tiles(img)
             assert any(t in split_hashes["test"] for t in tiles), (s.id, img.size)
             assert not any(t in held_in for t in tiles), s.id
+
+
+@pytest.mark.parametrize("name", ["mathvision", "mmstar", "mmmu_pro", "mathverse"])
+def test_single_image_smoke_items_ask_the_learnable_colour(name, loaded):
+    """Single-image items drawn by ``evals.smoke.items`` ask for the colour (LEARNABLE_KINDS);
+    MathVista keeps shapes for its integer / float fields (DynaMath draws question texts of both
+    kinds itself)."""
+    assert smoke.LEARNABLE_KINDS == ("color",)
+    words = [it["answer"] for it in smoke.items(name, 40, 0)]
+    assert set(words) <= set(smoke.EASY_VQA_COLORS) and len(set(words)) >= 6
+    gold = [s.choices[s.answer] if s.choices else s.answer for s in loaded[name]]
+    assert all(g in smoke.EASY_VQA_COLORS for g in gold if g not in smoke.LETTERS), gold
+    assert {s.meta["answer_type"] for s in REGISTRY["mathvista"].load("smoke", smoke_n=N)} >= {"integer", "float"}
 
 
 @pytest.mark.parametrize("name", TEXT)

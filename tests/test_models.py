@@ -13,7 +13,7 @@ from PIL import Image
 from harness.models import (PolicyBundle, VocabularyMismatchError, build_tiny_model, check_same_vocabulary,
                             load_model, load_teacher, save_bundle, smoke_model_path)
 from harness.scoring import collate, render_prompt
-from harness.tiny import TINY_KINDS
+from harness.tiny import SMOKE_VERSION, TINY_KINDS
 from harness.tokenizer import REAL_VOCAB_SIZE, SPECIAL_TOKENS, THINK_TOKENS, build_qwen_tokenizer, build_tokenizer
 from harness.types import Sample
 
@@ -149,7 +149,7 @@ def test_smoke_model_path_builds_once_even_concurrently(tmp_path, monkeypatch):
     [t.join() for t in threads]
     assert not errors and len(results) == 2 and results[0] == results[1]
     path = results[0]
-    assert path.parent == tmp_path and path.name.startswith("qwen3-") and path.name.endswith("-v3")
+    assert path.parent == tmp_path and path.name.startswith("qwen3-") and path.name.endswith(f"-{SMOKE_VERSION}")
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary dirs left behind
     stamp = (path / "model.safetensors").stat().st_mtime_ns
     assert smoke_model_path("qwen3") == path and (path / "model.safetensors").stat().st_mtime_ns == stamp

@@ -16,7 +16,9 @@ from harness.data.packaged import (
     _easy_vqa_rows,
     champ,
     champ_split,
+    crop_to_shape,
     easy_vqa,
+    easy_vqa_items,
 )
 
 
@@ -53,6 +55,25 @@ def test_easy_vqa_samples_are_seeded_and_carry_the_image():
         assert list(s.choices.values()) == list(EASY_VQA_SHAPES if s.meta["kind"] == "shape" else EASY_VQA_COLORS)
     assert {bool(s.choices) for s in easy_vqa(40, "train", seed=3, form="mixed")} == {True, False}
     assert [x.id for x in load_training_set("easy-vqa", "validation", limit=5)] == [x.id for x in easy_vqa(5, "validation")]
+
+
+def test_every_easy_vqa_image_is_cropped_to_its_shape_unless_asked_otherwise():
+    from PIL import Image
+
+    rows = {r[2]: r[4] for r in _easy_vqa_rows("train")}
+    for cropped, whole in zip(easy_vqa_items(6, "train", seed=5), easy_vqa_items(6, "train", seed=5, crop=False)):
+        with Image.open(rows[cropped["image_id"]]) as im:
+            assert cropped["image"].tobytes() == crop_to_shape(im).tobytes()
+            assert whole["image"].tobytes() == im.convert("RGB").tobytes() != cropped["image"].tobytes()
+
+
+def test_easy_vqa_color_is_the_free_form_colour_questions():
+    rows = load_training_set("easy-vqa-color", "train", limit=40)
+    assert len(rows) == 40 and all(s.meta["kind"] == "color" and not s.choices for s in rows)
+    assert all(s.answer in EASY_VQA_COLORS and s.response == f"\\boxed{{{s.answer}}}" for s in rows)
+    assert len({s.answer for s in rows}) >= 6                     # the colours vary
+    held_out = {s.meta["image_id"] for s in load_training_set("easy-vqa-color", "validation", limit=40)}
+    assert not held_out & {s.meta["image_id"] for s in rows}
 
 
 def test_champ_split_is_disjoint_and_covers_every_problem():

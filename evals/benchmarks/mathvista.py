@@ -66,8 +66,10 @@ class MathVista(Benchmark):
     def smoke_rows(self, n=2, seed=0):
         # colour items: multiple choice (4 colours); shape items: multiple choice (3 shapes) or
         # free form, "how many straight sides" as an integer or (half of it) a float at precision 1
+        # (both kinds, unlike most benchmarks' colour-only items: the shapes carry the integer and
+        # float fields that MathVista's scoring rules exercise)
         rows = []
-        for i, it in enumerate(smoke.items(self.name, n, seed)):
+        for i, it in enumerate(smoke.items(self.name, n, seed, kinds=("color", "shape"))):
             key = f"{self.name}/{seed}/{i}/{it['image_id']}"
             form = "multi_choice" if it["kind"] == "color" or self.question_types else \
                 ("multi_choice", "integer", "float")[smoke.key_int(key) % 3]
