@@ -3,7 +3,8 @@
 Everything is rebuilt from the run directory (plan.json, state.json, stage metrics, evaluation
 summaries and records), so ``reproduce report RUN_DIR`` regenerates it at any time. A smoke-profile
 report says so in its title and in a banner in every format, and its JSON carries
-``"profile": "smoke"`` and ``"smoke": true``.
+``"profile": "smoke"`` and ``"smoke": true``, and the smoke models' version
+(``harness.tiny.SMOKE_VERSION`` of the code that wrote the report) as ``"smoke_version"``.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness.run_dir import atomic_write_text, git_revision
+from harness.tiny import SMOKE_VERSION
 from reproduce.diff import (ABOVE, AGREES, BELOW, DEFAULT_TOLERANCE, MISSING, NOT_RUN, Measurement,
                             TableDiff, cell_dicts, diff_table, measure)
 from reproduce.plan import RUNNABLE, Plan, benchmark_available
@@ -113,6 +115,7 @@ def build_report(out: Path, table_id: str, *, tolerance: float = DEFAULT_TOLERAN
     return {
         "paper": plan.paper, "table": table_id, "caption": table.caption, "profile": plan.profile,
         "smoke": smoke, "label": SMOKE_BANNER if smoke else "paper profile: the published recipe",
+        "smoke_version": SMOKE_VERSION if smoke else None,
         "tolerance": tolerance, "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_rev": git_revision(), "run_dir": str(out), "eval_settings": plan.eval_settings,
         "columns": [{"key": c.key, "label": c.label, "benchmark": c.benchmark or c.key,
@@ -354,7 +357,7 @@ def to_markdown(rep: dict[str, Any]) -> str:
 
     parts = [f"# {_title(rep)}", ""]
     if rep["smoke"]:
-        parts += [f"> **{SMOKE_BANNER}**", ""]
+        parts += [f"> **{SMOKE_BANNER}** (smoke models {rep.get('smoke_version') or '?'})", ""]
     parts += [f"*{rep['caption']}*", "",
               f"Generated {rep['generated']} from `{rep['run_dir']}` (code {rep['git_rev']}); "
               f"evaluation: {json.dumps(rep['eval_settings'], sort_keys=True)}; tolerance ±{rep['tolerance']} points.",
