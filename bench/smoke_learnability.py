@@ -1,14 +1,16 @@
 """Can a smoke model learn the easy-vqa visual task at all? (a controlled experiment, not a test)
 
-The smoke tables show no trained row above the base row (docs/smoke_profile.md). This script
-separates the two suspects, the images and the format-only warm start, with the strongest signal
+Under smoke version v3 the smoke tables showed no trained row above the base row
+(docs/smoke_profile.md). This script separates the two suspects, the images and v3's format-only
+warm start, with the strongest signal
 there is: *supervised* colour naming with the correct labels (free form, ``\\boxed{teal}``), which
 any RL run on the same task can only learn more slowly.
 
 Arms (fixed before the run, one seed; real Qwen vocabulary):
   raw / full      the tiny Qwen2.5-VL at its random weights (``qwen2_5_vl_raw``), easy-vqa images as shipped
   raw / cropped   the same on images cropped to the shape (``harness.data.packaged.crop_to_shape``)
-  warm / cropped  the warm-started smoke student (``qwen2_5_vl``, the base row of every smoke table)
+  warm / cropped  the warm-started smoke student (``qwen2_5_vl``, the base row of every smoke table;
+                  the recorded numbers are v3's, a rerun loads the current version's)
 Each: ``--steps`` AdamW steps of 32 training questions (lr 3e-3, vision tower frozen, full softmax
 over the response tokens), then greedy accuracy of the answer token on 100 held-out validation
 questions, every 20 steps. Also printed per arm, before training: the RMS of the residual stream

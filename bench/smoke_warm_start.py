@@ -1,8 +1,8 @@
 """Which warm start leaves a smoke model able to learn the visual task? (an experiment, not a test)
 
-The smoke models' warm start (``harness.warm_start``, ``targets="random"``) saturates the answer
-position and nothing learns from it afterwards (``bench/smoke_learnability.py``). This script
-measures the alternative: the same sampled-softmax warm start on the **correct** answers of
+Smoke version v3's warm start (``harness.warm_start``, ``targets="random"``) saturated the answer
+position and nothing learnt from it afterwards (``bench/smoke_learnability.py``). This script
+measures the alternative, which v4 made the default: the same sampled-softmax warm start on the **correct** answers of
 easy-vqa questions with images cropped to the shape (``WarmStart(targets="gold", crop=True)``),
 probed every 10 steps, then -- from the model at ``--stop`` steps -- supervised training with the
 correct answers and the full softmax (batch 16, lr ``--lr``, vision tower frozen), probed every
