@@ -826,10 +826,13 @@ class _FusedTokenFn(torch.autograd.Function):
         ctx.used = True
         grad_x, grad_w = ctx.saved_tensors
         g = grad_loss.reshape(())
-        if grad_x is not None:
+        one = bool(g == 1)  # the usual case (loss.backward()): no scaling pass over the buffers
+        if grad_x is not None and not one:
             grad_x = grad_x.mul_(g.to(grad_x.dtype))
         if grad_w is not None:
-            grad_w = grad_w.mul_(g.to(grad_w.dtype)).to(ctx.w_dtype)
+            if not one:
+                grad_w = grad_w.mul_(g.to(grad_w.dtype))
+            grad_w = grad_w.to(ctx.w_dtype)  # (torch.mul(out=bf16) would allocate an fp32 temporary)
         return None, None, None, None, None, None, grad_x, grad_w, None, None
 
 
