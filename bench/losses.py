@@ -47,8 +47,8 @@ from typing import Callable, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness.losses import (HiddenHead, _per_token, agg_loss, agg_weights, entropy, full_kl, jsd,  # noqa: E402
-                            topk_jsd)
+from harness.losses import (HiddenHead, _eager_under_auto, _per_token, agg_loss, agg_weights,  # noqa: E402
+                            entropy, full_kl, jsd, topk_jsd)
 
 try:
     from tabulate import tabulate
@@ -173,12 +173,10 @@ class _Floor(torch.autograd.Function):
         return (z @ w).mul_(g).view(ctx.shape), (z.t() @ h2).mul_(g), None, None
 
 
+@_eager_under_auto  # nothing to compile
 def _no_elementwise_kernel(zs, zt, grad: bool):
     """A kernel with no elementwise work: value 0, logit gradient = the logits' own buffer."""
     return zs.new_zeros(zs.shape[0]), (zs if grad else None)
-
-
-_no_elementwise_kernel.eager_under_auto = True  # nothing to compile
 
 
 def fused_matmuls(h, w, ht, wt, mask):

@@ -826,7 +826,9 @@ class _FusedTokenFn(torch.autograd.Function):
         ctx.used = True
         grad_x, grad_w = ctx.saved_tensors
         g = grad_loss.reshape(())
-        one = bool(g == 1)  # the usual case (loss.backward()): no scaling pass over the buffers
+        # the usual case (loss.backward()): no scaling pass over the buffers; checked on the CPU only
+        # (on an accelerator the check would synchronise the device, and the pass is cheap there)
+        one = g.device.type == "cpu" and bool(g == 1)
         if grad_x is not None and not one:
             grad_x = grad_x.mul_(g.to(grad_x.dtype))
         if grad_w is not None:

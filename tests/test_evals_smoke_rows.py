@@ -95,14 +95,13 @@ def test_visual_smoke_images_come_from_easy_vqa_test_only(name, loaded, split_ha
 @pytest.mark.parametrize("name", ["mathvision", "mmstar", "mmmu_pro", "mathverse"])
 def test_single_image_smoke_items_ask_the_learnable_colour(name, loaded):
     """Single-image items drawn by ``evals.smoke.items`` ask for the colour (LEARNABLE_KINDS);
-    MathVista keeps shapes for its integer / float fields (DynaMath draws question texts of both
-    kinds itself)."""
+    MathVista keeps shapes for its integer / float fields (test_mathvista_smoke_exercises_its_fields;
+    DynaMath draws question texts of both kinds itself)."""
     assert smoke.LEARNABLE_KINDS == ("color",)
     words = [it["answer"] for it in smoke.items(name, 40, 0)]
     assert set(words) <= set(smoke.EASY_VQA_COLORS) and len(set(words)) >= 6
     gold = [s.choices[s.answer] if s.choices else s.answer for s in loaded[name]]
     assert all(g in smoke.EASY_VQA_COLORS for g in gold if g not in smoke.LETTERS), gold
-    assert {s.meta["answer_type"] for s in REGISTRY["mathvista"].load("smoke", smoke_n=N)} >= {"integer", "float"}
 
 
 @pytest.mark.parametrize("name", TEXT)
